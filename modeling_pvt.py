@@ -35,25 +35,30 @@ except ImportError:  # installed with pip as top-level modules
     from configuration_pvt import PvtConfig
 
 
-# Checkpoints of Transformers' built-in Pvt (model_type "pvt") load by renaming their keys to ours.
+# Checkpoints of Transformers' built-in Pvt (model_type "pvt") load by renaming their keys to ours. Transformers
+# applies these in turn to every key (after its own handling of the "pvt." prefix); each may capture one group.
 BUILTIN_PVT_KEY_MAPPING: dict[str, str] = {
-    r"^(pvt\.)?encoder\.patch_embeddings\.(\d+)\.position_embeddings": r"\1stages.\2.position_embeddings",
-    r"^(pvt\.)?encoder\.patch_embeddings\.(\d+)\.cls_token": r"\1stages.\2.cls_token",
-    r"^(pvt\.)?encoder\.patch_embeddings\.(\d+)\.": r"\1stages.\2.patch_embeddings.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.query\.": r"\1stages.\2.layers.\3.attention.q_proj.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.key\.": r"\1stages.\2.layers.\3.attention.k_proj.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.value\.": r"\1stages.\2.layers.\3.attention.v_proj.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.sequence_reduction\.": (
-        r"\1stages.\2.layers.\3.attention.sequence_reduction.projection."
-    ),
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.layer_norm\.": (
-        r"\1stages.\2.layers.\3.attention.sequence_reduction.layer_norm."
-    ),
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.output\.dense\.": r"\1stages.\2.layers.\3.attention.o_proj.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.mlp\.dense1\.": r"\1stages.\2.layers.\3.mlp.fc1.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.mlp\.dense2\.": r"\1stages.\2.layers.\3.mlp.fc2.",
-    r"^(pvt\.)?encoder\.block\.(\d+)\.(\d+)\.": r"\1stages.\2.layers.\3.",
-    r"^(pvt\.)?encoder\.layer_norm\.": r"\1layernorm.",
+    r"encoder\.patch_embeddings\.(\d+)\.(?=projection|layer_norm)": r"stages.\1.patch_embeddings.",
+    r"encoder\.patch_embeddings\.(\d+)\.(?=position_embeddings|cls_token)": r"stages.\1.",
+    r"encoder\.block\.(\d+)\.": r"stages.\1.layers.",
+    r"\.attention\.self\.query\.": ".attention.q_proj.",
+    r"\.attention\.self\.key\.": ".attention.k_proj.",
+    r"\.attention\.self\.value\.": ".attention.v_proj.",
+    r"\.attention\.self\.sequence_reduction\.": ".attention.sequence_reduction.projection.",
+    r"\.attention\.self\.layer_norm\.": ".attention.sequence_reduction.layer_norm.",
+    r"\.attention\.output\.dense\.": ".attention.o_proj.",
+    r"\.mlp\.dense1\.": ".mlp.fc1.",
+    r"\.mlp\.dense2\.": ".mlp.fc2.",
+    r"encoder\.layer_norm\.": "layernorm.",
+}
+
+
+# What `save_pretrained` writes into config.json so that the folder loads with `trust_remote_code=True`.
+AUTO_MAP: dict[str, str] = {
+    "AutoConfig": "configuration_pvt.PvtConfig",
+    "AutoModel": "modeling_pvt.PvtModel",
+    "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+    "AutoBackbone": "modeling_pvt.PvtBackbone",
 }
 
 
@@ -362,6 +367,11 @@ class PvtPreTrainedModel(PreTrainedModel):
                     model._weight_conversions = []
                     return model
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also names every Auto class in config.json's `auto_map`, so one saved folder serves them all."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The official initialisation: truncated normal for linear layers, position embeddings and the class

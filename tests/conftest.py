@@ -1,0 +1,71 @@
+"""Shared test set-up: the repository and its scripts on sys.path, tiny configurations, the official fixture."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+for path in (REPO_ROOT, REPO_ROOT / "scripts"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from configuration_pvt import PvtConfig  # noqa: E402
+
+OFFICIAL_FIXTURE_DIR = Path(
+    os.environ.get("PVT_OFFICIAL_FIXTURE_DIR", REPO_ROOT.parent / "shared" / "fixtures" / "official_pvt_v1")
+)
+
+
+def tiny_config(**overrides) -> PvtConfig:
+    """A four-stage PVT small enough for a unit test (64-pixel images)."""
+    settings = dict(
+        image_size=64,
+        hidden_sizes=[16, 32, 40, 64],
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[1, 2, 2, 4],
+        mlp_ratios=[2, 2, 2, 2],
+        sequence_reduction_ratios=[4, 2, 2, 1],
+        num_labels=5,
+    )
+    settings.update(overrides)
+    return PvtConfig(**settings)
+
+
+@pytest.fixture
+def official_fixture():
+    """The authors' outputs on a small random PVT (see ../shared/fixtures/official_pvt_v1/README.md)."""
+    if not (OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth").is_file():
+        pytest.skip(f"official PVT fixture not found at {OFFICIAL_FIXTURE_DIR} (set PVT_OFFICIAL_FIXTURE_DIR)")
+    from safetensors.torch import load_file
+
+    architecture = json.loads((OFFICIAL_FIXTURE_DIR / "architecture.json").read_text())
+    return {
+        "architecture": architecture,
+        "checkpoint": OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth",
+        "state_dict": torch.load(OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth", weights_only=True),
+        "expected": load_file(OFFICIAL_FIXTURE_DIR / "expected_outputs.safetensors"),
+    }
+
+
+def config_from_official_architecture(architecture: dict, **overrides) -> PvtConfig:
+    """PvtConfig for the fixture's architecture.json (official argument names)."""
+    return PvtConfig(
+        image_size=architecture["img_size"],
+        patch_sizes=[architecture["patch_size"], 2, 2, 2],
+        strides=[architecture["patch_size"], 2, 2, 2],
+        hidden_sizes=architecture["embed_dims"],
+        num_attention_heads=architecture["num_heads"],
+        mlp_ratios=architecture["mlp_ratios"],
+        depths=architecture["depths"],
+        sequence_reduction_ratios=architecture["sr_ratios"],
+        qkv_bias=architecture["qkv_bias"],
+        layer_norm_eps=architecture["layer_norm_eps"],
+        sequence_reduction_layer_norm_eps=architecture["sr_layer_norm_eps"],
+        num_labels=architecture["num_classes"],
+        **overrides,
+    )
