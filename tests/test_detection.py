@@ -1,0 +1,393 @@
+"""PVT inside Transformers' DETR, Deformable DETR, Mask2Former and UperNet, the backbone-weight helper, the
+digits detection data set and the detection training script. References: Transformers' own detector classes,
+Transformers' built-in Pvt, the checkpoint tensors themselves and plain PyTorch."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from tests.conftest import REPO_ROOT, tiny_config
+from backbone_weights import (
+    ALL_STAGES,
+    DEFAULT_OUT_FEATURES,
+    detector_config_with_pvt,
+    find_pvt_backbone,
+    load_pvt_backbone_weights,
+    pvt_detector_from_checkpoint,
+)
+from transformers import (
+    DeformableDetrForObjectDetection,
+    DetrForObjectDetection,
+    Mask2FormerForUniversalSegmentation,
+    UperNetForSemanticSegmentation,
+)
+
+from modeling_pvt import PvtBackbone, PvtForImageClassification
+
+DETECTORS = ["detr", "deformable_detr", "mask2former", "upernet"]
+
+MODEL_CLASSES = {
+    "detr": DetrForObjectDetection,
+    "deformable_detr": DeformableDetrForObjectDetection,
+    "mask2former": Mask2FormerForUniversalSegmentation,
+    "upernet": UperNetForSemanticSegmentation,
+}
+
+DETR_HEAD = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    num_queries=8,
+    num_labels=3,
+)
+TINY_HEADS = {
+    "detr": DETR_HEAD,
+    # Deformable DETR ties its box heads across decoder layers, so it needs two of them.
+    "deformable_detr": {**DETR_HEAD, "decoder_layers": 2, "encoder_n_points": 2, "decoder_n_points": 2},
+    "mask2former": dict(
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        dim_feedforward=32,
+        num_queries=8,
+        num_labels=3,
+        train_num_points=64,
+    ),
+    "upernet": dict(hidden_size=32, auxiliary_channels=16, num_labels=3),
+}
+
+
+def tiny_detector(detector: str, seed: int = 0, **pvt_overrides):
+    torch.manual_seed(seed)
+    pvt_config = tiny_config(out_features=DEFAULT_OUT_FEATURES[detector], **pvt_overrides)
+    return MODEL_CLASSES[detector](detector_config_with_pvt(detector, pvt_config, **TINY_HEADS[detector]))
+
+
+def pixels(batch_size=2, height=96, width=128, seed=0) -> torch.Tensor:
+    return torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def real_labels(detector: str, batch_size: int, height: int, width: int) -> dict:
+    """Targets as each model's docs ask for them: two objects per image, or a segmentation map."""
+    if detector in ("detr", "deformable_detr"):
+        boxes = torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2]])  # (cx, cy, w, h), normalised
+        return {"labels": [{"class_labels": torch.tensor([0, 2]), "boxes": boxes.clone()} for _ in range(batch_size)]}
+    segmentation = torch.zeros(batch_size, height, width, dtype=torch.long)
+    segmentation[:, height // 4 : height // 2, width // 4 : width // 2] = 1
+    segmentation[:, height // 2 :, width // 2 :] = 2
+    if detector == "upernet":
+        return {"labels": segmentation}
+    masks = [torch.stack([(image == index).float() for index in range(3)]) for image in segmentation]
+    return {"mask_labels": masks, "class_labels": [torch.arange(3) for _ in range(batch_size)]}
+
+
+def model_outputs(detector: str, model, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        outputs = model(pixel_values)
+    if detector in ("detr", "deformable_detr"):
+        return {"logits": outputs.logits, "pred_boxes": outputs.pred_boxes}
+    if detector == "mask2former":
+        return {"class": outputs.class_queries_logits, "masks": outputs.masks_queries_logits}
+    return {"logits": outputs.logits}
+
+
+def backbone_weights(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in find_pvt_backbone(model).state_dict().items()}
+
+
+# --- the four models with a PVT backbone ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_detector_config_embeds_the_pvt_and_the_model_builds_it(detector):
+    model = tiny_detector(detector)
+    backbone = find_pvt_backbone(model)
+    assert type(model.config.backbone_config).__name__ == "PvtConfig"
+    assert backbone.out_features == DEFAULT_OUT_FEATURES[detector]
+    hidden_sizes = dict(zip(ALL_STAGES, tiny_config().hidden_sizes))
+    assert backbone.channels == [hidden_sizes[stage] for stage in DEFAULT_OUT_FEATURES[detector]]
+    # The detector's backbone is a plain PvtBackbone: the same weights give the same maps as a standalone one.
+    standalone = PvtBackbone(backbone.config).eval()
+    standalone.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        for inside, alone in zip(backbone.eval()(pixels()).feature_maps, standalone(pixels()).feature_maps):
+            torch.testing.assert_close(inside, alone, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_train_step_gives_finite_loss_and_backbone_gradients(detector):
+    model = tiny_detector(detector).train()
+    pixel_values = pixels(2, 96, 128)
+    loss = model(pixel_values, **real_labels(detector, 2, 96, 128)).loss
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    for name, parameter in find_pvt_backbone(model).named_parameters():
+        assert parameter.grad is not None, f"no gradient for backbone parameter {name}"
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, f"zero gradient for backbone parameter {name}"
+
+
+@pytest.mark.parametrize("detector", ["detr", "deformable_detr"])
+def test_freeze_backbone_keeps_backbone_weights_through_an_optimizer_step(detector):
+    model = tiny_detector(detector).train()
+    model.model.freeze_backbone()
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    backbone_names = {name for name, parameter in model.named_parameters() if "backbone." in name}
+    assert len(backbone_names) == len(list(find_pvt_backbone(model).parameters()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    model(pixels(), **real_labels(detector, 2, 96, 128)).loss.backward()
+    optimizer.step()
+    changed = {name for name, parameter in model.named_parameters() if not torch.equal(parameter, before[name])}
+    assert not changed & backbone_names, f"frozen backbone weights changed: {sorted(changed & backbone_names)[:5]}"
+    assert changed, "the optimizer step did not train the head at all"
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_detection_resolution_input_runs_forward(detector):
+    model = tiny_detector(detector).eval()  # eval: UperNet's pooling BatchNorm cannot train on a batch of one
+    outputs = model_outputs(detector, model, pixels(1, 800, 1333))
+    num_queries = TINY_HEADS[detector].get("num_queries")
+    if detector == "detr":
+        assert outputs["logits"].shape == (1, num_queries, 3 + 1)  # + "no object"
+    elif detector == "deformable_detr":
+        assert outputs["logits"].shape == (1, num_queries, 3)  # sigmoid focal loss: no "no object" class
+    if detector in ("detr", "deformable_detr"):
+        assert outputs["pred_boxes"].shape == (1, num_queries, 4)
+        assert ((outputs["pred_boxes"] >= 0) & (outputs["pred_boxes"] <= 1)).all()
+    elif detector == "mask2former":
+        assert outputs["masks"].shape == (1, num_queries, (800 - 4) // 4 + 1, (1333 - 4) // 4 + 1)  # stride-4 map
+    else:
+        assert outputs["logits"].shape == (1, 3, 800, 1333)
+    assert all(torch.isfinite(tensor).all() for tensor in outputs.values())
+
+
+FRESH_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, sys.argv[1])
+    import torch
+    import transformers
+    import modeling_pvt  # registers "pvt_v1"; nothing else of this project is imported
+    from safetensors.torch import load_file, save_file
+
+    auto_classes = {
+        "detr": transformers.AutoModelForObjectDetection,
+        "deformable_detr": transformers.AutoModelForObjectDetection,
+        "mask2former": transformers.AutoModelForUniversalSegmentation,
+        "upernet": transformers.AutoModelForSemanticSegmentation,
+    }
+    pixel_values = load_file(sys.argv[3])["pixel_values"]
+    outputs, classes = {}, {}
+    for detector in json.loads(sys.argv[4]):
+        model = auto_classes[detector].from_pretrained(f"{sys.argv[2]}/{detector}").eval()
+        classes[detector] = [type(model).__name__, type(model.config.backbone_config).__name__]
+        with torch.no_grad():
+            result = model(pixel_values)
+        for name in ("logits", "pred_boxes", "class_queries_logits", "masks_queries_logits"):
+            if getattr(result, name, None) is not None:
+                outputs[f"{detector}.{name}"] = result[name].contiguous()
+    project_folders = {sys.argv[1], os.path.join(sys.argv[1], "scripts")}
+    ours = sorted(name for name, module in list(sys.modules.items())
+                  if os.path.dirname(str(getattr(module, "__file__", None) or "")) in project_folders)
+    save_file(outputs, f"{sys.argv[2]}/outputs.safetensors")
+    print(json.dumps({"classes": classes, "our_modules": ours}))
+    """
+)
+
+
+def test_save_and_load_in_a_fresh_process_rebuilds_the_same_models(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    pixel_values = pixels(1, 96, 128)
+    save_file({"pixel_values": pixel_values}, tmp_path / "pixels.safetensors")
+    expected = {}
+    for detector in DETECTORS:
+        model = tiny_detector(detector).eval()
+        model.save_pretrained(tmp_path / detector)
+        for name, tensor in model_outputs(detector, model, pixel_values).items():
+            expected[detector, name] = tensor
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_PROCESS_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(REPO_ROOT), str(tmp_path), str(tmp_path / "pixels.safetensors"),
+         json.dumps(DETECTORS)],
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["our_modules"] == ["configuration_pvt", "modeling_pvt"]
+    for detector in DETECTORS:
+        assert report["classes"][detector] == [MODEL_CLASSES[detector].__name__, "PvtConfig"]
+    reloaded = load_file(tmp_path / "outputs.safetensors")
+    renamed = {"class": "class_queries_logits", "masks": "masks_queries_logits"}
+    for (detector, name), tensor in expected.items():
+        torch.testing.assert_close(reloaded[f"{detector}.{renamed.get(name, name)}"], tensor, atol=1e-6, rtol=0)
+
+
+# --- out_features that do not fit a detector --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "detector, out_features, needed",
+    [
+        ("detr", ["stage3", "stage4"], "['stage4']"),
+        ("deformable_detr", ["stage2", "stage3"], "'stage4'"),
+        ("deformable_detr", ALL_STAGES[:1] + ["stage4"], None),  # fits: two maps, four levels
+        ("mask2former", ["stage4"], str(ALL_STAGES)),
+        ("upernet", ["stage2", "stage3", "stage4"], str(ALL_STAGES)),
+    ],
+)
+def test_out_features_that_do_not_fit_the_detector_are_refused(detector, out_features, needed):
+    pvt_config = tiny_config(out_features=out_features)
+    if needed is None:
+        config = detector_config_with_pvt(detector, pvt_config, **TINY_HEADS[detector])
+        assert config.backbone_config.out_features == out_features
+        return
+    with pytest.raises(ValueError, match="needs") as error:
+        detector_config_with_pvt(detector, pvt_config, **TINY_HEADS[detector])
+    assert needed in str(error.value) and str(out_features) in str(error.value)
+
+
+def test_deformable_detr_with_fewer_levels_than_maps_is_refused():
+    pvt_config = tiny_config(out_features=["stage2", "stage3", "stage4"])
+    with pytest.raises(ValueError, match="num_feature_levels=2 takes at most 2 maps"):
+        detector_config_with_pvt("deformable_detr", pvt_config, num_feature_levels=2)
+
+
+def test_mask2former_feature_strides_come_from_the_pvt():
+    pvt_config = tiny_config(out_features=ALL_STAGES)
+    config = detector_config_with_pvt("mask2former", pvt_config, **TINY_HEADS["mask2former"])
+    assert list(config.feature_strides) == [4, 8, 16, 32]
+    with pytest.raises(ValueError, match=r"feature_strides=\[8, 16, 32, 64\] does not match"):
+        detector_config_with_pvt("mask2former", pvt_config, feature_strides=[8, 16, 32, 64])
+
+
+def test_unknown_detector_is_named():
+    with pytest.raises(ValueError, match="Unknown detector 'yolo'"):
+        detector_config_with_pvt("yolo", tiny_config())
+
+
+# --- pretrained backbone weights --------------------------------------------------------------------------------
+
+
+def saved_tiny_classifier(path, seed=1, **overrides) -> PvtForImageClassification:
+    torch.manual_seed(seed)
+    classifier = PvtForImageClassification(tiny_config(**overrides)).eval()
+    classifier.save_pretrained(path)
+    return classifier
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_helper_loads_every_backbone_tensor_from_a_classifier_checkpoint(tmp_path, detector):
+    classifier = saved_tiny_classifier(tmp_path / "pvt")
+    model = tiny_detector(detector)
+    head_before = {name: tensor.clone() for name, tensor in model.state_dict().items() if "stages." not in name}
+    loaded = load_pvt_backbone_weights(model, str(tmp_path / "pvt"))
+    backbone = find_pvt_backbone(model)
+    assert loaded == sorted(backbone.state_dict())
+    classifier_weights = classifier.state_dict()
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(tensor, classifier_weights[f"pvt.{name}"]), name
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in head_before.items())
+
+
+def builtin_tiny_classifier(path) -> transformers.PvtForImageClassification:
+    """A checkpoint of Transformers' own Pvt (model_type "pvt", its own tensor names)."""
+    config = transformers.PvtConfig(
+        image_size=64, hidden_sizes=[16, 32, 40, 64], depths=[1, 1, 2, 1], num_attention_heads=[1, 2, 2, 4],
+        mlp_ratios=[2, 2, 2, 2], num_labels=5,
+    )
+    torch.manual_seed(2)
+    model = transformers.PvtForImageClassification(config).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def test_builtin_pvt_checkpoint_gives_the_builtin_models_features(tmp_path):
+    builtin = builtin_tiny_classifier(tmp_path / "builtin")
+    model = pvt_detector_from_checkpoint("upernet", str(tmp_path / "builtin"), **TINY_HEADS["upernet"]).eval()
+    pixel_values = pixels(1, 64, 64)
+    with torch.no_grad():
+        expected = builtin(pixel_values, output_hidden_states=True).hidden_states
+        feature_maps = find_pvt_backbone(model)(pixel_values).feature_maps
+    # hidden_states[i] is the output of layer i; stage 3 of the tiny config ends at layer 1 + 1 + 2 - 1 = 3.
+    stage3_tokens = feature_maps[2].flatten(2).transpose(1, 2)
+    torch.testing.assert_close(stage3_tokens, expected[3], atol=1e-5, rtol=0)
+    # The backbone config keeps the built-in's numerics and drops the classifier's labels.
+    backbone_config = model.config.backbone_config
+    assert backbone_config.patch_embedding_layer_norm_eps == builtin.config.layer_norm_eps
+    assert backbone_config.num_labels == 2 and backbone_config.out_features == ALL_STAGES
+
+
+def test_helper_loads_a_repo_id_from_the_hub_cache(tmp_path):
+    classifier = saved_tiny_classifier(tmp_path / "saved")
+    snapshot = tmp_path / "hub" / "models--pvt-org--pvt-tiny-test" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in (tmp_path / "saved").iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    model = pvt_detector_from_checkpoint(
+        "detr", "pvt-org/pvt-tiny-test", from_pretrained_kwargs={"cache_dir": str(tmp_path / "hub")},
+        **TINY_HEADS["detr"],
+    )
+    weights = classifier.state_dict()
+    assert all(torch.equal(tensor, weights[f"pvt.{name}"]) for name, tensor in backbone_weights(model).items())
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"depths": [1, 1, 3, 1]}, r"tensors the backbone does not have: pvt\.stages\.2\.layers\.2\.attention"),
+        ({"depths": [1, 1, 1, 1]}, r"backbone tensors absent from it: stages\.2\.layers\.1\.attention"),
+        (
+            {"hidden_sizes": [16, 32, 48, 64]},
+            r"stages\.2\.layers\.0\.attention\.k_proj\.weight \(48, 48\) vs \(40, 40\)",
+        ),
+        ({"layer_norm_eps": 1e-5}, r"layer_norm_eps=1e-05 \(checkpoint\) vs 1e-06 \(model\)"),
+    ],
+)
+def test_helper_refuses_another_variant_naming_the_tensors(tmp_path, overrides, named):
+    saved_tiny_classifier(tmp_path / "other", **overrides)
+    model = tiny_detector("deformable_detr")
+    before = backbone_weights(model)
+    with pytest.raises(ValueError, match=named):
+        load_pvt_backbone_weights(model, str(tmp_path / "other"))
+    after = backbone_weights(model)
+    assert all(torch.equal(before[name], after[name]) for name in before), "a refused load changed the model"
+
+
+def test_helper_refuses_another_architecture_naming_the_tensors(tmp_path):
+    resnet = transformers.ResNetConfig(hidden_sizes=[8, 16, 24, 32], embedding_size=8, depths=[1, 1, 1, 1])
+    transformers.ResNetBackbone(resnet).save_pretrained(tmp_path / "resnet")
+    model = tiny_detector("detr")
+    with pytest.raises(ValueError) as error:
+        load_pvt_backbone_weights(model, str(tmp_path / "resnet"))
+    message = str(error.value)
+    assert "model_type='resnet'" in message
+    assert "absent from it: stages.0.layers.0.attention.k_proj.bias" in message
+    assert "embedder.embedder.convolution.weight" in message  # a ResNet tensor the backbone does not have
+
+
+def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
+    saved_tiny_classifier(tmp_path / "pvt")
+    resnet = transformers.ResNetConfig(hidden_sizes=[8, 16, 24, 32], embedding_size=8, depths=[1, 1, 1, 1],
+                                       out_features=ALL_STAGES)
+    model = UperNetForSemanticSegmentation(transformers.UperNetConfig(backbone_config=resnet, hidden_size=32))
+    with pytest.raises(ValueError, match="holds 0 PVT backbones"):
+        load_pvt_backbone_weights(model, str(tmp_path / "pvt"))
