@@ -279,7 +279,9 @@ class PvtStage(nn.Module):
         super().__init__()
         hidden_size = config.hidden_sizes[stage_index]
         first_layer = sum(config.depths[:stage_index])
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        # stochastic depth grows linearly over all layers, 0 to drop_path_rate (plain floats: works on meta devices)
+        num_layers = sum(config.depths)
+        drop_path_rates = [config.drop_path_rate * index / max(num_layers - 1, 1) for index in range(num_layers)]
         self.grid_size = native_grid_sizes(config)[stage_index]
         # The last stage stores a slot for the class token in front, with or without the token (as the official code).
         has_class_slot = stage_index == config.num_encoder_blocks - 1
