@@ -309,7 +309,9 @@ def export_model(
         image_processor.save_pretrained(staging)
         (staging / "README.md").write_text(card_text, encoding="utf-8")
         validate_export_dir(staging)
-        staging.chmod(0o755)  # mkdtemp makes it private; an export is meant to be shared
+        staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
+        for path in staging.iterdir():
+            path.chmod(0o644)
         replace_directory(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -2,11 +2,24 @@
 
 One mapping table serves the conversion script and the tests. The official `attn.kv` projection holds the key
 then the value rows; ours keeps them apart (`k_proj`, `v_proj`), so that one tensor is split in two.
+
+Besides the mapping: `load_official_checkpoint` (weights_only loading, truncation check, {"model": ...}
+unwrapping), `infer_config_from_official` (every hyper-parameter the weights determine),
+`check_official_state_dict` (every missing, extra and mis-shaped key at once) and `official_classifier_forward`
+(the official network's maths written against the official keys, to verify a conversion before it is saved).
 """
 
+import importlib
+import math
+import pickle
 import re
+import zipfile
+from pathlib import Path
 
 import torch
+from torch.nn import functional
+
+from configuration_pvt import PVT_VARIANTS, PvtConfig
 
 # Official key -> our key (PvtForImageClassification); stage and layer numbers are rewritten by `_renumber`.
 OFFICIAL_TO_PVT_KEY_PATTERNS: dict[str, str] = {
@@ -60,3 +73,332 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], num_stages:
     if unknown:
         raise KeyError(f"Not keys of an official PVT v1 checkpoint: {unknown}")
     return converted
+
+
+# --- reading the authors' .pth files --------------------------------------------------------------------------
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since PyTorch 1.6
+WRAPPER_KEYS = ("model", "state_dict")  # training checkpoints keep the weights under one of these
+
+
+class OfficialCheckpointError(ValueError):
+    """A file that is not a usable official PVT v1 checkpoint; the message says what is wrong and what to do."""
+
+
+def check_not_truncated(path: Path) -> None:
+    """A zip-format checkpoint ends with its directory: if that is missing or a member fails its CRC, the file
+    was cut short (an interrupted download or copy) or damaged."""
+    size = path.stat().st_size
+    if size == 0:
+        raise OfficialCheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish. Fetch it again.")
+    with path.open("rb") as file:
+        if file.read(4) != ZIP_MAGIC:
+            return  # the legacy (pre-1.6) format has no directory; torch.load reports damage there
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged_member = archive.testzip()
+    except zipfile.BadZipFile as error:
+        raise OfficialCheckpointError(
+            f"{path} is truncated: it is a zip-format PyTorch checkpoint of {size:,} bytes without its closing "
+            f"directory ({error}). The download or copy stopped early; fetch the file again."
+        ) from error
+    if damaged_member is not None:
+        raise OfficialCheckpointError(
+            f"{path} is damaged: the archive member {damaged_member} fails its CRC check. Fetch the file again."
+        )
+
+
+def unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    """The plain state dict inside what torch.load returned: as is, or under "model" / "state_dict"."""
+    if isinstance(loaded, dict):
+        for wrapper_key in WRAPPER_KEYS:
+            if isinstance(loaded.get(wrapper_key), dict):
+                loaded = loaded[wrapper_key]
+                break
+    if not isinstance(loaded, dict):
+        raise OfficialCheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict (a dict of tensors, possibly under "
+            f'"model"): it is not a PVT checkpoint.'
+        )
+    not_tensors = [f"{key!r} ({type(value).__name__})" for key, value in loaded.items() if not torch.is_tensor(value)]
+    if not_tensors:
+        raise OfficialCheckpointError(
+            f"{path} is refused: its state dict holds entries that are not tensors: {not_tensors[:10]}"
+            f"{' ...' if len(not_tensors) > 10 else ''}. A PVT checkpoint maps parameter names to tensors only."
+        )
+    return loaded
+
+
+def refused_global(error: pickle.UnpicklingError) -> str | None:
+    """The dotted name of the object that the weights_only unpickler refused, if that is why it failed."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    return match.group(1) if match else None
+
+
+def global_exists(dotted_name: str) -> bool:
+    """Whether a refused global names a real object (else the pickle stream was cut inside the name)."""
+    module_name, _, attribute = dotted_name.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module_name), attribute)
+    except ImportError:
+        return False
+
+
+def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an official .pth file, read with `torch.load(weights_only=True)` only: nothing else in the
+    file is ever unpickled. Zip-format files (PyTorch >= 1.6) are checked for truncation first; the legacy
+    format (the authors' "PyTorch<=1.5" downloads) reports truncation while it is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    check_not_truncated(path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        name = refused_global(error)
+        if name is None or not global_exists(name):
+            raise unreadable_checkpoint_error(path, error) from error
+        raise OfficialCheckpointError(
+            f"{path} is refused: it holds Python objects other than tensors ({name}), and unpickling those could "
+            "run arbitrary code. Only if you trust its source, re-save the weights alone and convert that file: "
+            'torch.save(torch.load(path, weights_only=False)["model"], "weights_only.pth").'
+        ) from error
+    except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
+        raise unreadable_checkpoint_error(path, error) from error
+    return unwrap_state_dict(loaded, path)
+
+
+def unreadable_checkpoint_error(path: Path, error: Exception) -> OfficialCheckpointError:
+    detail = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(error) else ""
+    return OfficialCheckpointError(
+        f"{path} cannot be read: it is truncated or damaged ({type(error).__name__}: {detail[:200]}), or it is "
+        "not a PyTorch checkpoint at all. Fetch the file again."
+    )
+
+
+# --- what the weights say about the network -------------------------------------------------------------------
+
+DEFAULT_NUM_ATTENTION_HEADS = (1, 2, 5, 8)  # shared by all four of the paper's models
+
+
+def as_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def infer_config_from_official(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    num_attention_heads: list[int] | tuple[int, ...] | None = None,
+    variant: str | None = None,
+) -> PvtConfig:
+    """PvtConfig from the official weights: hidden sizes, depths, MLP ratios, reduction ratios, patch sizes,
+    native image size, classes and qkv bias come from the tensors; head counts (which the weights cannot tell)
+    from `num_attention_heads`, else `variant`, else 1 2 5 8. With `variant`, the weights must be that model."""
+    stages = sorted({int(m.group(1)) for key in state_dict if (m := re.match(r"^patch_embed(\d)\.proj\.weight$", key))})
+    anchors = [f"patch_embed{stage}.proj.weight" for stage in range(1, 5)]
+    anchors += [f"pos_embed{stage}" for stage in range(1, 5)] + ["block1.0.mlp.fc1.weight", "head.weight"]
+    missing = [key for key in anchors if key not in state_dict]
+    if stages != [1, 2, 3, 4] or missing:
+        unknown = [key for key in state_dict if official_key_to_pvt_key(key) is None]
+        raise OfficialCheckpointError(
+            f"Not an official PVT v1 classifier checkpoint: missing {missing}"
+            f"{f'; keys that PVT v1 does not have: {unknown[:20]}' if unknown else ''}."
+        )
+
+    hidden_sizes, patch_sizes, depths, mlp_ratios, reduction_ratios = [], [], [], [], []
+    for stage in stages:
+        projection = state_dict[f"patch_embed{stage}.proj.weight"]  # (C_out, C_in, P, P)
+        hidden_sizes.append(projection.shape[0])
+        patch_sizes.append(projection.shape[-1])
+        layers = {int(m.group(1)) for key in state_dict if (m := re.match(rf"^block{stage}\.(\d+)\.", key))}
+        depths.append(max(layers) + 1 if layers else 0)
+        fc1 = state_dict.get(f"block{stage}.0.mlp.fc1.weight")
+        mlp_ratios.append(as_number(fc1.shape[0] / projection.shape[0]) if fc1 is not None else 4)
+        reduction = state_dict.get(f"block{stage}.0.attn.sr.weight")  # (C, C, R, R); absent when R = 1
+        reduction_ratios.append(reduction.shape[-1] if reduction is not None else 1)
+
+    grid_tokens = state_dict["pos_embed1"].shape[1]
+    grid_side = math.isqrt(grid_tokens)
+    if grid_side * grid_side != grid_tokens:
+        raise OfficialCheckpointError(
+            f"pos_embed1 has {grid_tokens} positions, not a square grid: cannot tell the native image size."
+        )
+    if variant is not None and num_attention_heads is None:
+        num_attention_heads = PvtConfig.from_variant(variant).num_attention_heads
+    config = PvtConfig(
+        image_size=grid_side * patch_sizes[0],
+        num_channels=state_dict["patch_embed1.proj.weight"].shape[1],
+        hidden_sizes=hidden_sizes,
+        depths=depths,
+        mlp_ratios=mlp_ratios,
+        sequence_reduction_ratios=reduction_ratios,
+        patch_sizes=patch_sizes,
+        strides=patch_sizes,  # the official patch embedding is non-overlapping
+        num_attention_heads=list(num_attention_heads or DEFAULT_NUM_ATTENTION_HEADS),
+        qkv_bias="block1.0.attn.q.bias" in state_dict,
+        num_labels=state_dict["head.weight"].shape[0],
+    )
+    if variant is not None:
+        differences = matching_variant_differences(config, variant)
+        if differences:
+            raise OfficialCheckpointError(
+                f"These weights are not the paper's {variant}: {'; '.join(differences)}. Leave --variant out "
+                "(give --num_attention_heads if the head counts differ from 1 2 5 8)."
+            )
+    return config
+
+
+def matching_variant_differences(config: PvtConfig, variant: str) -> list[str]:
+    """How `config` differs from the paper's `variant` (with its 1000-class head); empty if it is that model."""
+    reference = PvtConfig.from_variant(variant)
+    fields = ("image_size", "hidden_sizes", "depths", "mlp_ratios", "sequence_reduction_ratios", "patch_sizes",
+              "num_attention_heads", "qkv_bias", "num_labels")
+    return [
+        f"{field} {getattr(config, field)} (the paper's {variant}: {getattr(reference, field)})"
+        for field in fields
+        if getattr(config, field) != getattr(reference, field)
+    ]
+
+
+def matching_variant(config: PvtConfig) -> str | None:
+    """The paper's model that `config` is, if any."""
+    return next((name for name in PVT_VARIANTS if not matching_variant_differences(config, name)), None)
+
+
+def official_key_shapes(config: PvtConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of the official classifier for `config`, with its shape: the layout written out in full."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    grids = [config.image_size // config.patch_sizes[0]]
+    for patch_size in config.patch_sizes[1:]:
+        grids.append(grids[-1] // patch_size)
+    in_channels = config.num_channels
+    last = config.num_encoder_blocks
+    for stage, (hidden, patch, depth, ratio, reduction, grid) in enumerate(
+        zip(config.hidden_sizes, config.patch_sizes, config.depths, config.mlp_ratios,
+            config.sequence_reduction_ratios, grids),
+        start=1,
+    ):
+        mlp_hidden = int(hidden * ratio)
+        shapes[f"patch_embed{stage}.proj.weight"] = (hidden, in_channels, patch, patch)
+        shapes[f"patch_embed{stage}.proj.bias"] = (hidden,)
+        shapes[f"patch_embed{stage}.norm.weight"] = shapes[f"patch_embed{stage}.norm.bias"] = (hidden,)
+        shapes[f"pos_embed{stage}"] = (1, grid * grid + (stage == last), hidden)
+        for layer in range(depth):
+            prefix = f"block{stage}.{layer}"
+            for norm in ("norm1", "norm2"):
+                shapes[f"{prefix}.{norm}.weight"] = shapes[f"{prefix}.{norm}.bias"] = (hidden,)
+            shapes[f"{prefix}.attn.q.weight"] = (hidden, hidden)
+            shapes[f"{prefix}.attn.kv.weight"] = (2 * hidden, hidden)
+            if config.qkv_bias:
+                shapes[f"{prefix}.attn.q.bias"] = (hidden,)
+                shapes[f"{prefix}.attn.kv.bias"] = (2 * hidden,)
+            shapes[f"{prefix}.attn.proj.weight"] = (hidden, hidden)
+            shapes[f"{prefix}.attn.proj.bias"] = (hidden,)
+            if reduction > 1:
+                shapes[f"{prefix}.attn.sr.weight"] = (hidden, hidden, reduction, reduction)
+                shapes[f"{prefix}.attn.sr.bias"] = (hidden,)
+                shapes[f"{prefix}.attn.norm.weight"] = shapes[f"{prefix}.attn.norm.bias"] = (hidden,)
+            shapes[f"{prefix}.mlp.fc1.weight"] = (mlp_hidden, hidden)
+            shapes[f"{prefix}.mlp.fc1.bias"] = (mlp_hidden,)
+            shapes[f"{prefix}.mlp.fc2.weight"] = (hidden, mlp_hidden)
+            shapes[f"{prefix}.mlp.fc2.bias"] = (hidden,)
+        in_channels = hidden
+    final = config.hidden_sizes[-1]
+    shapes["cls_token"] = (1, 1, final)
+    shapes["norm.weight"] = shapes["norm.bias"] = (final,)
+    shapes["head.weight"] = (config.num_labels, final)
+    shapes["head.bias"] = (config.num_labels,)
+    return shapes
+
+
+def check_official_state_dict(state_dict: dict[str, torch.Tensor], config: PvtConfig) -> None:
+    """Raise OfficialCheckpointError listing every missing, extra and mis-shaped key, if there are any."""
+    expected = official_key_shapes(config)
+    missing = [key for key in expected if key not in state_dict]
+    extra = [key for key in state_dict if key not in expected]
+    misshaped = [
+        f"{key}: {tuple(state_dict[key].shape)}, expected {shape}"
+        for key, shape in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {missing}")
+    if extra:
+        problems.append(f"{len(extra)} extra keys: {extra}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} keys with the wrong shape: {misshaped}")
+    if problems:
+        raise OfficialCheckpointError(
+            "Not an official PVT v1 classifier checkpoint for the architecture its weights describe "
+            f"(hidden sizes {config.hidden_sizes}, depths {config.depths}):\n  " + "\n  ".join(problems)
+        )
+
+
+# --- the official network's maths, for verifying a conversion ----------------------------------------------------
+
+
+def official_classifier_forward(
+    state_dict: dict[str, torch.Tensor], config: PvtConfig, pixel_values: torch.Tensor
+) -> torch.Tensor:
+    """Logits of the official PVT v1 classifier at its native image size, computed straight from the official
+    keys with torch.nn.functional (eval mode: no dropout, no drop path)."""
+    weights = state_dict
+    hidden_states = pixel_values
+    batch_size = pixel_values.shape[0]
+    for stage in range(1, config.num_encoder_blocks + 1):
+        index = stage - 1
+        hidden_size, heads = config.hidden_sizes[index], config.num_attention_heads[index]
+        head_dim = hidden_size // heads
+        reduction = config.sequence_reduction_ratios[index]
+        feature_map = functional.conv2d(
+            hidden_states,
+            weights[f"patch_embed{stage}.proj.weight"],
+            weights[f"patch_embed{stage}.proj.bias"],
+            stride=config.strides[index],
+        )
+        height, width = feature_map.shape[-2:]
+        tokens = functional.layer_norm(
+            feature_map.flatten(2).transpose(1, 2),
+            (hidden_size,),
+            weights[f"patch_embed{stage}.norm.weight"],
+            weights[f"patch_embed{stage}.norm.bias"],
+            config.patch_embedding_layer_norm_eps,
+        )
+        if stage == config.num_encoder_blocks:
+            tokens = torch.cat((weights["cls_token"].expand(batch_size, -1, -1), tokens), dim=1)
+        tokens = tokens + weights[f"pos_embed{stage}"]
+        for layer in range(config.depths[index]):
+            prefix = f"block{stage}.{layer}"
+
+            def linear(inputs, name):
+                return functional.linear(inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias"))
+
+            def norm(inputs, name, eps):
+                return functional.layer_norm(
+                    inputs, (hidden_size,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
+                )
+
+            normed = norm(tokens, "norm1", config.layer_norm_eps)
+            num_tokens = normed.shape[1]
+            query = linear(normed, "attn.q").reshape(batch_size, num_tokens, heads, head_dim).permute(0, 2, 1, 3)
+            source = normed
+            if reduction > 1:
+                grid = normed.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+                grid = functional.conv2d(
+                    grid, weights[f"{prefix}.attn.sr.weight"], weights[f"{prefix}.attn.sr.bias"], stride=reduction
+                )
+                source = norm(grid.flatten(2).transpose(1, 2), "attn.norm", config.sequence_reduction_layer_norm_eps)
+            # kv rows: all key channels, then all value channels
+            key_value = linear(source, "attn.kv").reshape(batch_size, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+            scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
+            attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
+            tokens = tokens + linear(attended, "attn.proj")
+            mlp = linear(functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1")), "mlp.fc2")
+            tokens = tokens + mlp
+        if stage < config.num_encoder_blocks:
+            hidden_states = tokens.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+    tokens = functional.layer_norm(
+        tokens, (config.hidden_sizes[-1],), weights["norm.weight"], weights["norm.bias"], config.layer_norm_eps
+    )
+    return functional.linear(tokens[:, 0], weights["head.weight"], weights["head.bias"])

@@ -2,6 +2,7 @@
 id from a local Hub cache, and the paper's parameter and FLOP table. Nothing here touches the network."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,523 @@ def test_validate_export_dir_lists_every_problem(tmp_path):
     message = str(error.value)
     assert "missing README.md" in message and "missing preprocessor_config.json" in message
     assert "pickle file training_args.bin" in message
+
+
+# --- official checkpoints -------------------------------------------------------------------------------------
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+import huggingface_hub  # noqa: E402
+from huggingface_hub import HfApi  # noqa: E402
+
+import convert_official_checkpoint  # noqa: E402
+import local_hub_cache  # noqa: E402
+import model_stats  # noqa: E402
+import push_to_hub  # noqa: E402
+from configuration_pvt import PvtConfig  # noqa: E402
+from modeling_pvt import PvtBackbone  # noqa: E402
+from official_checkpoint import (  # noqa: E402
+    OfficialCheckpointError,
+    infer_config_from_official,
+    load_official_checkpoint,
+    official_classifier_forward,
+    official_key_shapes,
+)
+from tests.conftest import REPO_ROOT  # noqa: E402
+
+VARIANTS = ("pvt-tiny", "pvt-small", "pvt-medium", "pvt-large")
+# The paper's figures (arXiv:2102.12122): parameters (M), GFLOPs as multiply-adds at 224x224, ImageNet top-1.
+PAPER = {
+    "pvt-tiny": (13.2, 1.9, 75.1),
+    "pvt-small": (24.5, 3.8, 79.8),
+    "pvt-medium": (44.2, 6.7, 81.2),
+    "pvt-large": (61.4, 9.8, 81.7),
+}
+
+
+def convert(checkpoint, output_dir, *extra) -> int:
+    return convert_official_checkpoint.main(
+        ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *map(str, extra)]
+    )
+
+
+def assert_nothing_written(output_dir):
+    assert not output_dir.exists()
+    assert [p.name for p in output_dir.parent.iterdir() if p.name.startswith(f".{output_dir.name}")] == []
+
+
+def test_official_maths_reference_reproduces_the_authors_logits(official_fixture):
+    """The reference the converter verifies against is itself checked against the authors' own outputs."""
+    state_dict = official_fixture["state_dict"]
+    config = infer_config_from_official(state_dict)
+    with torch.no_grad():
+        logits = official_classifier_forward(state_dict, config, official_fixture["expected"]["pixel_values_224"])
+    torch.testing.assert_close(logits, official_fixture["expected"]["logits_224"], atol=1e-4, rtol=0)
+
+
+def test_convert_script_reproduces_the_authors_outputs(official_fixture, tmp_path, capsys):
+    output_dir = tmp_path / "pvt-fixture"
+    assert convert(official_fixture["checkpoint"], output_dir, "--repo_id", "org/pvt-fixture") == 0
+    printed = capsys.readouterr().out
+    assert "verification: max |logit difference| vs the official maths" in printed and ": OK" in printed
+
+    validate_export_dir(output_dir)
+    architecture = official_fixture["architecture"]
+    config = AutoConfig.from_pretrained(output_dir)
+    assert config.hidden_sizes == architecture["embed_dims"]
+    assert config.depths == architecture["depths"]
+    assert config.mlp_ratios == architecture["mlp_ratios"]
+    assert config.sequence_reduction_ratios == architecture["sr_ratios"]
+    assert config.num_attention_heads == architecture["num_heads"]
+    assert config.patch_sizes[0] == architecture["patch_size"] and config.image_size == architecture["img_size"]
+    assert config.num_labels == architecture["num_classes"] and config.qkv_bias == architecture["qkv_bias"]
+
+    model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    expected = official_fixture["expected"]
+    with torch.no_grad():
+        logits = model(expected["pixel_values_224"]).logits
+    torch.testing.assert_close(logits, expected["logits_224"], atol=1e-4, rtol=0)
+
+
+def test_convert_unwraps_a_model_dict(official_fixture, tmp_path):
+    wrapped = tmp_path / "checkpoint.pth"
+    torch.save({"model": official_fixture["state_dict"], "epoch": 299, "max_accuracy": 79.8}, wrapped)
+    assert convert(wrapped, tmp_path / "out") == 0
+    model = PvtForImageClassification.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        logits = model(official_fixture["expected"]["pixel_values_224"]).logits
+    torch.testing.assert_close(logits, official_fixture["expected"]["logits_224"], atol=1e-4, rtol=0)
+
+
+def test_convert_refuses_a_file_with_python_objects(official_fixture, tmp_path, capsys):
+    checkpoint = tmp_path / "deit_style.pth"
+    torch.save({"model": official_fixture["state_dict"], "args": argparse.Namespace(lr=5e-4)}, checkpoint)
+    assert convert(checkpoint, tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "refused" in error and "argparse.Namespace" in error and "weights_only" in error
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_convert_refuses_non_tensor_entries(official_fixture, tmp_path, capsys):
+    checkpoint = tmp_path / "mixed.pth"
+    torch.save({**official_fixture["state_dict"], "epoch": 299}, checkpoint)
+    assert convert(checkpoint, tmp_path / "out") == 2
+    assert "not tensors: [\"'epoch' (int)\"]" in capsys.readouterr().err
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_convert_lists_every_missing_extra_and_misshaped_key(official_fixture, tmp_path, capsys):
+    state_dict = dict(official_fixture["state_dict"])
+    del state_dict["block1.1.mlp.fc2.weight"], state_dict["head.bias"]
+    state_dict["block2.0.attn.extra.weight"] = torch.zeros(4)
+    state_dict["pos_embed2"] = torch.zeros(1, 99, 64)
+    state_dict["block3.1.attn.kv.weight"] = torch.zeros(160, 160)
+    checkpoint = tmp_path / "damaged.pth"
+    torch.save(state_dict, checkpoint)
+    assert convert(checkpoint, tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "2 missing keys: ['block1.1.mlp.fc2.weight', 'head.bias']" in error
+    assert "1 extra keys: ['block2.0.attn.extra.weight']" in error
+    assert "pos_embed2: (1, 99, 64), expected (1, 784, 64)" in error
+    assert "block3.1.attn.kv.weight: (160, 160), expected (320, 160)" in error
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_convert_rejects_a_checkpoint_of_another_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    vit_like = {"patch_embed.proj.weight": torch.zeros(8, 3, 16, 16), "blocks.0.attn.qkv.weight": torch.zeros(24, 8)}
+    checkpoint = tmp_path / "vit.pth"
+    torch.save(vit_like, checkpoint)
+    assert convert(checkpoint, tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "Not an official PVT v1 classifier checkpoint: missing ['patch_embed1.proj.weight'" in error
+    assert "'blocks.0.attn.qkv.weight'" in error
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_convert_says_a_cut_file_is_truncated(official_fixture, tmp_path, capsys):
+    data = official_fixture["checkpoint"].read_bytes()
+    truncated = tmp_path / "partial.pth"
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    assert convert(truncated, tmp_path / "out") == 2
+    assert f"{truncated} is truncated" in capsys.readouterr().err
+    assert_nothing_written(tmp_path / "out")
+
+    legacy = tmp_path / "legacy.pth"  # the authors' "PyTorch<=1.5" downloads use the pre-zip format
+    torch.save(official_fixture["state_dict"], legacy, _use_new_zipfile_serialization=False)
+    assert len(load_official_checkpoint(legacy)) == len(official_fixture["state_dict"])
+    legacy_data = legacy.read_bytes()
+    for cut in (100, 5000, len(legacy_data) // 2):
+        legacy.write_bytes(legacy_data[:cut])
+        with pytest.raises(OfficialCheckpointError, match="truncated or damaged"):
+            load_official_checkpoint(legacy)
+    legacy.write_bytes(b"")
+    with pytest.raises(OfficialCheckpointError, match="is empty"):
+        load_official_checkpoint(legacy)
+
+
+def test_convert_checks_heads_and_variant(official_fixture, tmp_path, capsys):
+    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--num_attention_heads", 1, 2, 3, 8) == 2
+    assert "not divisible by num_attention_heads" in capsys.readouterr().err
+    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--variant", "pvt-small") == 2
+    error = capsys.readouterr().err
+    assert "not the paper's pvt-small" in error and "depths [2, 1, 2, 1] (the paper's pvt-small: [3, 4, 6, 3])" in error
+    assert_nothing_written(tmp_path / "out")
+    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--num_attention_heads", 1, 2, 5, 8) == 0
+
+
+def test_convert_a_paper_variant_gets_its_card_and_imagenet_labels(tmp_path):
+    """A pvt-tiny-shaped checkpoint in the official layout is recognised as PVT-Tiny: its export carries the
+    PVT-Tiny card and the ImageNet-1k label names."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = official_key_shapes(PvtConfig.from_variant("pvt-tiny"))
+    state_dict = {key: torch.randn(shape, generator=generator) * 0.02 for key, shape in shapes.items()}
+    checkpoint = tmp_path / "pvt_tiny.pth"
+    torch.save(state_dict, checkpoint)
+    assert convert(checkpoint, tmp_path / "pvt-tiny", "--repo_id", "org/pvt-tiny") == 0
+    card = ModelCard.load(tmp_path / "pvt-tiny" / "README.md")
+    assert card.data.eval_results[0].metric_value == 75.1
+    assert 'model="org/pvt-tiny"' in card.text and "{{" not in card.text
+    config = json.loads((tmp_path / "pvt-tiny" / "config.json").read_text())
+    assert config["id2label"]["0"] == "tench" and config["depths"] == [2, 2, 2, 2]
+
+
+def test_convert_with_push_uploads_the_export(official_fixture, tmp_path, monkeypatch):
+    calls = record_hub_calls(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    output_dir = tmp_path / "out"
+    assert convert(official_fixture["checkpoint"], output_dir, "--push_to_hub", "--repo_id", "org/pvt-fixture") == 0
+    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
+    assert calls[1][1]["folder_path"] == str(output_dir.resolve())
+
+
+def test_convert_with_push_checks_the_repo_id_first(official_fixture, tmp_path, capsys):
+    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--push_to_hub", "--repo_id", "no-org") == 2
+    assert "Malformed repo id 'no-org'" in capsys.readouterr().err
+    assert_nothing_written(tmp_path / "out")
+
+
+# --- model cards ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_cards_carry_the_metadata_and_the_measured_figures(variant):
+    path = hub_export.MODEL_CARDS_DIR / f"{variant}.md"
+    card = ModelCard.load(path)
+    data = card.data
+    assert data.license == "apache-2.0"
+    assert data.library_name == "transformers"
+    assert data.pipeline_tag == "image-classification"
+    assert "custom_code" in data.tags
+    assert data.datasets == ["imagenet-1k"]
+    (result,) = data.eval_results
+    assert (result.dataset_type, result.metric_type, result.metric_value) == ("imagenet-1k", "accuracy", PAPER[variant][2])
+    assert data.model_name == variant
+
+    stats = model_stats.variant_stats(variant)
+    params_millions, gflops, _ = PAPER[variant]
+    assert f"{stats.params_millions:.2f} M ({stats.parameters:,}; paper: {params_millions} M)" in card.text
+    assert f"{stats.gflops:.2f} (paper: {gflops})" in card.text
+    for needed in ("trust_remote_code=True", "import modeling_pvt", "AutoBackbone", "get_class_from_dynamic_module",
+                   "one pixel", 'backend="pil"', "Intended uses", "Apache License 2.0", "@inproceedings{wang2021pyramid"):
+        assert needed in card.text, needed
+
+
+def test_export_renders_the_variant_card_and_refuses_a_mismatched_one(tmp_path):
+    with torch.device("meta"):
+        reference = PvtConfig.from_variant("pvt-tiny")
+    model = tiny_classifier()
+    with pytest.raises(ExportError, match="variant='pvt-tiny' is for the paper's ImageNet-1k weights"):
+        export_model(model, tmp_path / "export", variant="pvt-tiny")
+    assert not (tmp_path / "export").exists()
+    text = hub_export.render_model_card(PvtForImageClassification(reference), variant="pvt-tiny", repo_id="me/tiny")
+    assert ModelCard(text).data.eval_results[0].metric_value == 75.1
+    assert 'pipeline("image-classification", model="me/tiny", trust_remote_code=True)' in text
+
+
+# --- parameters and FLOPs -------------------------------------------------------------------------------------
+
+
+def analytic_macs(config: PvtConfig, height: int, width: int) -> int:
+    """Multiply-adds of PVT's convolutions and matrix products, from the architecture alone."""
+    macs, in_channels = 0, config.num_channels
+    last = config.num_encoder_blocks - 1
+    for stage in range(config.num_encoder_blocks):
+        channels, patch = config.hidden_sizes[stage], config.patch_sizes[stage]
+        ratio, reduction = config.mlp_ratios[stage], config.sequence_reduction_ratios[stage]
+        height, width = height // patch, width // patch
+        macs += height * width * channels * in_channels * patch * patch  # patch embedding
+        queries = height * width + (stage == last)  # + class token
+        keys = (height // reduction) * (width // reduction) + (stage == last) if reduction > 1 else queries
+        per_layer = queries * channels * channels * 2  # q and output projections
+        per_layer += keys * channels * channels * 2  # k and v projections
+        if reduction > 1:
+            per_layer += (height // reduction) * (width // reduction) * channels * channels * reduction * reduction
+        per_layer += 2 * queries * keys * channels  # scores and weighted sum
+        per_layer += 2 * queries * channels * int(channels * ratio)  # MLP
+        macs += per_layer * config.depths[stage]
+        in_channels = channels
+    return macs + config.hidden_sizes[-1] * config.num_labels
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_stats_table_reproduces_the_paper(variant):
+    stats = model_stats.variant_stats(variant, 224)
+    params_millions, gflops, _ = PAPER[variant]
+    assert round(stats.parameters / 1e6, 1) == params_millions
+    assert round(stats.macs / 1e9, 1) == gflops
+    assert stats.macs == analytic_macs(PvtConfig.from_variant(variant), 224, 224)
+    assert model_stats.PAPER_TABLE[variant] == dict(zip(("params_millions", "gflops", "top1"), PAPER[variant]))
+
+
+def test_flop_count_on_meta_equals_a_real_forward_and_needs_eager_attention():
+    config = tiny_config()
+    meta = model_stats.model_stats(config, "tiny", image_size=96, device="meta")
+    real = model_stats.model_stats(config, "tiny", image_size=96, device="cpu")
+    assert meta.macs == real.macs == analytic_macs(config, 96, 96)
+    assert meta.parameters == sum(p.numel() for p in PvtForImageClassification(config).parameters())
+    # The reason the counter runs eager attention: PyTorch's fused CPU SDPA kernel is invisible to it.
+    sdpa_model = PvtForImageClassification(tiny_config(attn_implementation="sdpa")).eval()
+    sdpa_macs, by_operator = model_stats.count_macs(sdpa_model, torch.zeros(1, 3, 96, 96))
+    assert "aten.bmm" not in by_operator and sdpa_macs < real.macs
+
+
+def test_model_stats_command_prints_the_table(capsys):
+    assert model_stats.main(["--variants", "pvt-tiny", "pvt-large"]) == 0
+    table = capsys.readouterr().out
+    assert "| pvt-tiny @224 | 13.23 | 1.933 | 13.2 | 1.9 |" in table
+    assert "| pvt-large @224 | 61.37 | 9.814 | 61.4 | 9.8 |" in table
+
+
+# --- pushing to the Hub ---------------------------------------------------------------------------------------
+
+
+def record_hub_calls(monkeypatch) -> list:
+    """Replace the HfApi methods that reach the network with recorders."""
+    calls = []
+
+    def recorder(name):
+        def method(self, **kwargs):
+            calls.append((name, kwargs))
+            return huggingface_hub.CommitInfo(
+                commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0", commit_message="", commit_description="",
+                oid="0" * 40,
+            ) if name == "upload_folder" else None
+        return method
+
+    for name in ("create_repo", "create_branch", "upload_folder"):
+        monkeypatch.setattr(HfApi, name, recorder(name))
+    return calls
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    return export_model(tiny_classifier(), tmp_path / "export", repo_id="org/pvt-test")
+
+
+def test_dry_run_lists_every_file_and_the_commit_without_network(export_dir, monkeypatch, capsys):
+    calls = record_hub_calls(monkeypatch)
+    assert push_to_hub.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--private",
+                             "--revision", "v1", "--dry-run"]) == 0
+    output = capsys.readouterr().out
+    assert calls == []
+    assert "private model repository org/pvt-test" in output and "commit 6 files" in output and "branch v1" in output
+    for name in EXPORT_FILES:
+        data = (export_dir / name).read_bytes()
+        assert f"{len(data):,}  {hashlib.sha256(data).hexdigest()}  {name}" in output
+
+
+def test_push_uploads_the_folder_as_one_commit(export_dir, monkeypatch):
+    calls = record_hub_calls(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    commit = push_to_hub.push_export(export_dir, "org/pvt-test", private=True, revision="v1", token="hf_test")
+    assert commit.commit_url == "https://huggingface.co/org/pvt-test/commit/0"
+    assert calls == [
+        ("create_repo", {"repo_id": "org/pvt-test", "repo_type": "model", "private": True, "exist_ok": True}),
+        ("create_branch", {"repo_id": "org/pvt-test", "repo_type": "model", "branch": "v1", "exist_ok": True}),
+        (
+            "upload_folder",
+            {
+                "repo_id": "org/pvt-test",
+                "repo_type": "model",
+                "folder_path": str(export_dir),
+                "revision": "v1",
+                "commit_message": "Upload PVT export (6 files)",
+                "allow_patterns": sorted(EXPORT_FILES),
+            },
+        ),
+    ]
+
+
+def test_push_without_a_token_says_how_to_log_in(export_dir, monkeypatch, tmp_path, capsys):
+    calls = record_hub_calls(monkeypatch)
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token_here"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert huggingface_hub.get_token() is None
+    assert push_to_hub.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test"]) == 2
+    assert "No Hugging Face token found: run `hf auth login` or set HF_TOKEN" in capsys.readouterr().err
+    assert calls == []
+
+
+def test_push_in_offline_mode_says_so(export_dir, monkeypatch):
+    record_hub_calls(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(push_to_hub.PushError, match="HF_HUB_OFFLINE is set"):
+        push_to_hub.push_export(export_dir, "org/pvt-test", token="hf_test")
+
+
+@pytest.mark.parametrize("repo_id", ["pvt-small", "org/pvt/small", "org/pvt small", "org/", "/pvt", "org/pvt--small"])
+def test_push_rejects_malformed_repo_ids(export_dir, repo_id, capsys):
+    assert push_to_hub.main(["--model_dir", str(export_dir), "--repo_id", repo_id, "--dry-run"]) == 2
+    assert f"Malformed repo id {repo_id!r}" in capsys.readouterr().err
+
+
+def test_push_rejects_a_folder_that_is_not_an_export(tmp_path, capsys):
+    tiny_classifier().save_pretrained(tmp_path / "plain")
+    assert push_to_hub.main(["--model_dir", str(tmp_path / "plain"), "--repo_id", "org/pvt", "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "is not a Hub-ready PVT export: missing README.md; missing preprocessor_config.json" in error
+    assert push_to_hub.main(["--model_dir", str(tmp_path / "nowhere"), "--repo_id", "org/pvt", "--dry-run"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+# --- loading by repo id from a local Hub cache ----------------------------------------------------------------
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
+    cache = tmp_path / "hub"
+    snapshot = local_hub_cache.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache)
+    storage = cache / "models--org--pvt-test"
+    commit = (storage / "refs" / "main").read_text()
+    assert snapshot == storage / "snapshots" / commit
+    weights = (export_dir / "model.safetensors").read_bytes()
+    assert (snapshot / "model.safetensors").resolve() == storage / "blobs" / hashlib.sha256(weights).hexdigest()
+    config_bytes = (export_dir / "config.json").read_bytes()
+    assert (snapshot / "config.json").resolve() == storage / "blobs" / git_blob_sha1(config_bytes)
+
+    # huggingface_hub itself reads it as a downloaded repository
+    report = huggingface_hub.scan_cache_dir(cache)
+    assert report.warnings == []
+    (repo,) = report.repos
+    assert (repo.repo_id, repo.repo_type) == ("org/pvt-test", "model")
+    (revision,) = repo.revisions
+    assert revision.commit_hash == commit and revision.refs == frozenset({"main"})
+    assert sorted(file.file_name for file in revision.files) == sorted(EXPORT_FILES)
+    path = huggingface_hub.hf_hub_download("org/pvt-test", "config.json", cache_dir=cache, local_files_only=True)
+    assert Path(path).read_bytes() == config_bytes
+    assert huggingface_hub.snapshot_download("org/pvt-test", cache_dir=cache, local_files_only=True) == str(snapshot)
+
+    # placing the same export again changes nothing; a new export becomes a new snapshot that main points to
+    assert local_hub_cache.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache) == snapshot
+    retrained = export_model(tiny_classifier(seed=1), tmp_path / "export2")
+    new_snapshot = local_hub_cache.place_in_hub_cache(retrained, "org/pvt-test", cache_dir=cache)
+    assert new_snapshot != snapshot and snapshot.is_dir()
+    assert (storage / "refs" / "main").read_text() == new_snapshot.name
+    assert [p.name for p in (storage / "snapshots").iterdir() if p.name.startswith(".")] == []
+
+
+LOAD_BY_REPO_ID_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    # Hide the editable install of this project: this process plays a user who only has transformers.
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder).lower()]
+    import torch
+    from PIL import Image
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from transformers import AutoBackbone, AutoImageProcessor, AutoModelForImageClassification, pipeline
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    repo_id, image_path, out = sys.argv[1:4]
+    try:
+        import modeling_pvt
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the project is importable here; the test would prove nothing")
+    results = {}
+    model = AutoModelForImageClassification.from_pretrained(repo_id, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(repo_id)
+    results["model_module"] = type(model).__module__
+    results["processor"] = type(processor).__name__
+    image = Image.open(image_path)
+    with torch.no_grad():
+        torch.save(model(**processor(image, return_tensors="pt")).logits, out + "/logits.pt")
+    classifier = pipeline("image-classification", model=repo_id, trust_remote_code=True)
+    results["pipeline"] = classifier(image, top_k=3)
+    results["pipeline_model_module"] = type(classifier.model).__module__
+    try:
+        AutoBackbone.from_pretrained(repo_id, trust_remote_code=True)
+        results["auto_backbone"] = "loaded"
+    except OfflineModeIsEnabled as error:
+        results["auto_backbone"] = type(error).__name__
+    backbone_class = get_class_from_dynamic_module("modeling_pvt.PvtBackbone", repo_id)
+    backbone = backbone_class.from_pretrained(repo_id, out_features=["stage1", "stage4"]).eval()
+    results["backbone_module"] = type(backbone).__module__
+    with torch.no_grad():
+        torch.save(backbone(torch.load(out + "/pixels.pt", weights_only=True)).feature_maps, out + "/features.pt")
+    print(json.dumps(results))
+    """
+)
+
+
+def test_load_by_repo_id_offline_from_the_local_cache(tmp_path, monkeypatch):
+    """AutoModelForImageClassification, AutoImageProcessor and pipeline load "org/pvt-small" from the cache as from
+    the Hub, in a process without this project and with HF_HUB_OFFLINE=1. AutoBackbone.from_pretrained does not:
+    Transformers 5.24 asks the Hub whether the repo exists first; the documented workaround is checked instead."""
+    labels = {0: "cat", 1: "dog", 2: "fox", 3: "owl", 4: "yak"}
+    model = tiny_classifier(id2label=labels, label2id={name: index for index, name in labels.items()})
+    folder = export_model(model, tmp_path / "export", repo_id="org/pvt-small")
+    home = tmp_path / "hf_home"
+    local_hub_cache.place_in_hub_cache(folder, "org/pvt-small", cache_dir=home / "hub")
+    smooth_image(90, 120).save(tmp_path / "image.png")
+    pixel_values = pixels(1, 64, 96)
+    torch.save(pixel_values, tmp_path / "pixels.pt")
+    (tmp_path / "load.py").write_text(LOAD_BY_REPO_ID_SCRIPT)
+    # huggingface_hub reads HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE once, at import: set them for a fresh process.
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PYTHONNOUSERSITE", "1")
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "load.py"), "org/pvt-small", str(tmp_path / "image.png"), str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={key: value for key, value in __import__("os").environ.items() if key != "PYTHONPATH"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+
+    for key in ("model_module", "pipeline_model_module", "backbone_module"):
+        assert results[key].startswith("transformers_modules.org.pvt_hyphen_small."), results[key]
+    assert results["processor"] == "PvtImageProcessor"
+    assert results["auto_backbone"] == "OfflineModeIsEnabled"
+
+    # the same numbers as the model in this process, through the official evaluation transform
+    inputs = hub_export.official_eval_image_processor(64)(Image.open(tmp_path / "image.png"), return_tensors="pt")
+    with torch.no_grad():
+        expected_logits = model(**inputs).logits
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected_logits)
+    probabilities = expected_logits.softmax(-1)[0]
+    top = probabilities.topk(3)
+    expected_pipeline = [{"label": labels[i], "score": s} for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    assert [r["label"] for r in results["pipeline"]] == [r["label"] for r in expected_pipeline]
+    for ours, reference in zip(results["pipeline"], expected_pipeline):
+        assert abs(ours["score"] - reference["score"]) < 1e-5
+
+    backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage4"]).eval()
+    with torch.no_grad():
+        expected_features = backbone(pixel_values).feature_maps
+    for ours, reference in zip(torch.load(tmp_path / "features.pt", weights_only=True), expected_features):
+        torch.testing.assert_close(ours, reference)
