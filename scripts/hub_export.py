@@ -152,16 +152,21 @@ def render_model_card(
         return str(card)
 
     repo_id = repo_id or "ORG/pvt-model"
+    numeric_metrics = {
+        name: float(value)
+        for name, value in (metrics or {}).items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
     eval_results = [
         EvalResult(
             task_type="image-classification",
             dataset_type=dataset or "custom",
             dataset_name=dataset or "custom",
-            metric_type="accuracy" if name.endswith("accuracy") else name,
+            metric_type=name.removeprefix("eval_"),
             metric_name=name,
-            metric_value=float(value),
+            metric_value=value,
         )
-        for name, value in (metrics or {}).items()
+        for name, value in numeric_metrics.items()
     ]
     card_data = ModelCardData(
         license="apache-2.0",
@@ -180,7 +185,7 @@ def render_model_card(
         repo_id=repo_id,
         model_name=card_data.model_name,
         dataset=dataset,
-        metrics=dict(metrics or {}),
+        metrics=numeric_metrics,
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
         hidden_sizes=config.hidden_sizes,
         depths=config.depths,
@@ -281,7 +286,8 @@ def export_model(
         image_processor: defaults to `official_eval_image_processor(config.image_size)`.
         model_card: full README.md text to use instead of a rendered card (must parse as a ModelCard).
         dataset, metrics, base_model: facts for the trained-model card (e.g. "imagenet-1k",
-            {"eval_accuracy": 0.97}, "ORG/pvt-small"); the metrics go into its model-index.
+            {"eval_accuracy": 0.97}, "ORG/pvt-small"); numeric metrics go into its model-index, with the
+            type named without the "eval_" prefix ("accuracy").
         overwrite: replace an existing export at `output_dir`.
     """
     check_exportable(model)
@@ -326,5 +332,6 @@ __all__ = [
     "imagenet_class_names",
     "official_eval_image_processor",
     "render_model_card",
+    "replace_directory",
     "validate_export_dir",
 ]

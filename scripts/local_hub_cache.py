@@ -31,6 +31,7 @@ from pathlib import Path
 
 from huggingface_hub import constants
 from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
 from hub_export import EXPORT_FILES, validate_export_dir
@@ -79,6 +80,7 @@ def place_in_hub_cache(
     revision: str = "main",
 ) -> Path:
     """Copy the export in `model_dir` into the Hub cache as `repo_id` at `revision`; returns the snapshot folder."""
+    validate_repo_id(repo_id)  # raises HFValidationError (a ValueError) naming the problem
     model_dir = validate_export_dir(model_dir)
     cache_dir = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")

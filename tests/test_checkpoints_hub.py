@@ -124,7 +124,11 @@ def test_processor_crop_may_sit_one_pixel_from_torchvisions():
 def test_trained_model_card_carries_the_metadata(tmp_path):
     model = tiny_classifier()
     folder = export_model(
-        model, tmp_path / "export", repo_id="org/pvt-digits", dataset="digits", metrics={"eval_accuracy": 0.975}
+        model,
+        tmp_path / "export",
+        repo_id="org/pvt-digits",
+        dataset="digits",
+        metrics={"eval_accuracy": 0.975, "eval_top5_accuracy": 1.0, "eval_samples": 360, "eval_note": None},
     )
     card = ModelCard.load(folder / "README.md")
     assert card.data.license == "apache-2.0"
@@ -132,10 +136,13 @@ def test_trained_model_card_carries_the_metadata(tmp_path):
     assert card.data.pipeline_tag == "image-classification"
     assert "custom_code" in card.data.tags
     assert card.data.datasets == ["digits"]
-    assert card.data.eval_results[0].metric_value == 0.975
+    results = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results == {("accuracy", "eval_accuracy"): 0.975, ("top5_accuracy", "eval_top5_accuracy"): 1.0,
+                       ("samples", "eval_samples"): 360.0}
     assert card.data.model_name == "pvt-digits"
     assert f"{sum(p.numel() for p in model.parameters()):,}" in card.text
     assert 'pipeline("image-classification", model="org/pvt-digits", trust_remote_code=True)' in card.text
+    assert 'get_class_from_dynamic_module("modeling_pvt.PvtBackbone", "org/pvt-digits")' in card.text
 
 
 def test_export_refuses_to_clobber_and_leaves_nothing_half_written(tmp_path, monkeypatch):
@@ -582,8 +589,9 @@ def git_blob_sha1(data: bytes) -> str:
 
 def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
     cache = tmp_path / "hub"
-    snapshot = local_hub_cache.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache)
+    assert local_hub_cache.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--cache_dir", str(cache)]) == 0
     storage = cache / "models--org--pvt-test"
+    snapshot = storage / "snapshots" / (storage / "refs" / "main").read_text()
     commit = (storage / "refs" / "main").read_text()
     assert snapshot == storage / "snapshots" / commit
     weights = (export_dir / "model.safetensors").read_bytes()
@@ -610,6 +618,8 @@ def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
     assert new_snapshot != snapshot and snapshot.is_dir()
     assert (storage / "refs" / "main").read_text() == new_snapshot.name
     assert [p.name for p in (storage / "snapshots").iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(ValueError, match="--"):
+        local_hub_cache.place_in_hub_cache(export_dir, "org/pvt--test", cache_dir=cache)
 
 
 LOAD_BY_REPO_ID_SCRIPT = textwrap.dedent(
