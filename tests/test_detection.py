@@ -391,3 +391,209 @@ def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
     model = UperNetForSemanticSegmentation(transformers.UperNetConfig(backbone_config=resnet, hidden_size=32))
     with pytest.raises(ValueError, match="holds 0 PVT backbones"):
         load_pvt_backbone_weights(model, str(tmp_path / "pvt"))
+
+
+# --- the digits detection data set -------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+from detection_data import (  # noqa: E402
+    INK_THRESHOLD,
+    category_names,
+    check_boxes,
+    detection_features,
+    make_digits_detection_dataset,
+)
+
+
+def test_digits_canvases_have_the_example_layout_and_tight_boxes():
+    dataset = make_digits_detection_dataset(12, canvas_size=96, digit_sizes=(16, 40), seed=3)
+    assert set(dataset.column_names) == {"image_id", "image", "width", "height", "objects"}
+    assert category_names(dataset) == [str(digit) for digit in range(10)]
+    object_ids = [object_id for objects in dataset["objects"] for object_id in objects["id"]]
+    assert object_ids == list(range(len(object_ids))) and len(object_ids) >= 12
+    for example in dataset:
+        pixels_ = np.asarray(example["image"].convert("L"))
+        assert example["image"].size == (96, 96) == (example["width"], example["height"])
+        ink = pixels_ >= INK_THRESHOLD  # the background noise stays below the threshold, the digits' ink above it
+        covered = np.zeros_like(ink)
+        for (x, y, width, height), area in zip(example["objects"]["bbox"], example["objects"]["area"]):
+            x, y, width, height = int(x), int(y), int(width), int(height)
+            assert area == width * height
+            inside = ink[y : y + height, x : x + width]
+            # tight: ink on every edge of the box
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            covered[y : y + height, x : x + width] = True
+        assert not (ink & ~covered).any(), "ink outside every box"
+    again = make_digits_detection_dataset(12, canvas_size=96, digit_sizes=(16, 40), seed=3)
+    assert again["objects"] == dataset["objects"]
+
+
+def dataset_with_boxes(boxes_per_image: list[list[list[float]]]):
+    import datasets
+    from PIL import Image
+
+    rows = [
+        {
+            "image_id": 7 + index,
+            "image": Image.new("RGB", (64, 48)),
+            "width": 64,
+            "height": 48,
+            "objects": {
+                "id": list(range(len(boxes))),
+                "area": [box[2] * box[3] for box in boxes],
+                "bbox": boxes,
+                "category": [1] * len(boxes),
+            },
+        }
+        for index, boxes in enumerate(boxes_per_image)
+    ]
+    return datasets.Dataset.from_list(rows, features=detection_features(["a", "b"]))
+
+
+def test_malformed_boxes_are_dropped_with_a_count_or_rejected_naming_the_example():
+    good = [[1.0, 2.0, 10.0, 10.0], [50.0, 30.0, 14.0, 18.0]]  # the second one touches the corner
+    bad = [[5.0, 5.0, -3.0, 4.0], [60.0, 40.0, 10.0, 10.0], [2.0, 2.0, 0.0, 5.0]]  # negative, outside, empty
+    dataset = dataset_with_boxes([good, [good[0], bad[0]], bad[1:]])
+    cleaned, dropped = check_boxes(dataset, on_invalid="drop")
+    assert dropped == 3
+    assert [objects["bbox"] for objects in cleaned["objects"]] == [good, [good[0]], []]
+    assert [objects["id"] for objects in cleaned["objects"]] == [[0, 1], [0], []]
+    with pytest.raises(ValueError, match=r"example 1 \(image_id 8\): box \[5.0, 5.0, -3.0, 4.0\] has a non-positive"):
+        check_boxes(dataset, on_invalid="error")
+    with pytest.raises(ValueError, match="outside the 64x48 image"):
+        check_boxes(dataset_with_boxes([bad[1:2]]), on_invalid="error")
+    assert check_boxes(dataset_with_boxes([good]), on_invalid="error")[1] == 0
+
+
+# --- the detection training script --------------------------------------------------------------------------------
+
+import train_detection  # noqa: E402
+from transformers import DetrImageProcessor  # noqa: E402
+from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput  # noqa: E402
+
+TINY_PVT_JSON = json.dumps(
+    {"hidden_sizes": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
+     "mlp_ratios": [2, 2, 2, 2]}
+)
+
+
+def tiny_run_arguments(output_dir, architecture="detr", **overrides) -> list[str]:
+    head = {key: value for key, value in TINY_HEADS[architecture].items() if key != "num_labels"}
+    settings = {
+        "output_dir": str(output_dir), "architecture": architecture, "num_train_images": 16,
+        "num_validation_images": 8, "canvas_size": 96, "image_square_size": 96, "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8, "max_train_steps": 4, "learning_rate": 1e-3, "backbone_learning_rate": 1e-3,
+        "pvt_config_overrides": TINY_PVT_JSON, "detector_config_overrides": json.dumps(head), **overrides,
+    }
+    return [f"--{name}={value}" for name, value in settings.items()]
+
+
+def test_image_processor_turns_coco_boxes_into_normalised_centre_boxes():
+    dataset = dataset_with_boxes([[[4.0, 8.0, 20.0, 10.0]]])
+    processor = DetrImageProcessor(size={"max_height": 96, "max_width": 96}, do_pad=True,
+                                   pad_size={"height": 96, "width": 96})
+    example = dataset.with_transform(train_detection.make_batch_transform(processor))[0]
+    assert example["pixel_values"].shape == (3, 96, 96)
+    # 64x48 -> 96x72, padded to 96x96 at the bottom: the box scales by 1.5, then is normalised by 96.
+    x, y, width, height = (value * 1.5 for value in (4.0, 8.0, 20.0, 10.0))
+    expected = torch.tensor([[x + width / 2, y + height / 2, width, height]]) / 96
+    torch.testing.assert_close(example["labels"]["boxes"], expected)
+    assert example["labels"]["class_labels"].tolist() == [1]
+    assert example["pixel_mask"][:72].all() and not example["pixel_mask"][72:].any()
+
+
+class OracleDetector(torch.nn.Module):
+    """Answers with the ground truth of the batch it is given (optionally shifted): a known mAP to check against."""
+
+    def __init__(self, labels, num_classes, shift=0.0):
+        super().__init__()
+        self.labels, self.num_classes, self.shift = labels, num_classes, shift
+
+    def forward(self, pixel_values, pixel_mask):
+        logits = torch.full((len(self.labels), 3, self.num_classes + 1), -10.0)
+        boxes = torch.full((len(self.labels), 3, 4), 0.1)
+        for index, label in enumerate(self.labels):
+            count = len(label["class_labels"])
+            logits[index, torch.arange(count), label["class_labels"]] = 10.0
+            boxes[index, :count] = label["boxes"] + torch.tensor([self.shift, 0, 0, 0])
+        return DetrObjectDetectionOutput(logits=logits, pred_boxes=boxes)
+
+
+@pytest.mark.parametrize("shift, expected_map", [(0.0, 1.0), (0.6, 0.0)])
+def test_evaluation_gives_coco_map_of_known_predictions(shift, expected_map):
+    from accelerate import Accelerator
+
+    dataset = dataset_with_boxes([[[4.0, 8.0, 20.0, 10.0], [30.0, 20.0, 12.0, 16.0]], [[10.0, 10.0, 30.0, 30.0]]])
+    processor = DetrImageProcessor(size={"max_height": 96, "max_width": 96}, do_pad=True,
+                                   pad_size={"height": 96, "width": 96})
+    batch = train_detection.collate_detection_batch(
+        list(dataset.with_transform(train_detection.make_batch_transform(processor)))
+    )
+    model = OracleDetector(batch["labels"], num_classes=2, shift=shift)
+    metrics = train_detection.evaluate_detection(model, [batch], processor, Accelerator(cpu=True))
+    assert metrics["map"] == pytest.approx(expected_map) and metrics["map_50"] == pytest.approx(expected_map)
+
+
+def read_model_weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_training_script_trains_evaluates_saves_and_resumes_exactly(tmp_path):
+    results = train_detection.main(tiny_run_arguments(tmp_path / "run", checkpointing_steps=2))
+    run = tmp_path / "run"
+    assert results["completed_steps"] == 4 and 0.0 <= results["eval_map"] <= 1.0
+    assert json.loads((run / "all_results.json").read_text()) == results
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((run / "training_history.json").read_text())
+    losses = [step["loss"] for step in history["steps"]]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert history["evaluations"][-1]["map"] == results["eval_map"]
+    assert sorted(path.name for path in run.iterdir() if path.name.startswith("step_")) == ["step_2", "step_4"]
+
+    # The saved detector reloads (with only modeling_pvt registered) and its processor with it.
+    model = DetrForObjectDetection.from_pretrained(run / "model").eval()
+    processor = DetrImageProcessor.from_pretrained(run / "model")
+    assert model.config.id2label[3] == "3" and processor.size == {"max_height": 96, "max_width": 96}
+
+    # Killed after step 2: resuming from step_2 gives the same steps 3-4 and the same weights.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "step_2").symlink_to(run / "step_2", target_is_directory=True)
+    train_detection.main(tiny_run_arguments(resumed, checkpointing_steps=2, resume_from_checkpoint="latest"))
+    resumed_history = json.loads((resumed / "training_history.json").read_text())
+    assert [step["step"] for step in resumed_history["steps"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([step["loss"] for step in resumed_history["steps"]], losses, rtol=1e-5)
+    straight, again = read_model_weights(run / "model"), read_model_weights(resumed / "model")
+    assert straight.keys() == again.keys()
+    for name in straight:
+        torch.testing.assert_close(again[name], straight[name], atol=1e-6, rtol=1e-5)
+
+
+def test_training_script_runs_deformable_detr_from_a_pvt_checkpoint(tmp_path):
+    classifier = saved_tiny_classifier(tmp_path / "pvt", depths=[1, 1, 1, 1])
+    arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", max_train_steps=2)
+    results = train_detection.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}", "--freeze_backbone"])
+    assert results["architecture"] == "deformable_detr" and results["completed_steps"] == 2
+    model = DeformableDetrForObjectDetection.from_pretrained(tmp_path / "run" / "model")
+    # frozen: the backbone is still the checkpoint's
+    weights = classifier.state_dict()
+    assert all(torch.equal(tensor, weights[f"pvt.{name}"]) for name, tensor in backbone_weights(model).items())
+
+
+def test_training_script_checks_boxes_of_a_local_dataset(tmp_path):
+    dataset = make_digits_detection_dataset(6, canvas_size=96, seed=5)
+    objects = dataset[4]["objects"]
+    objects["bbox"][0] = [90.0, 90.0, 20.0, 20.0]  # outside the 96x96 canvas
+    broken = dataset.select(range(4)).to_list() + [{**dataset[4], "objects": objects}] + dataset.select([5]).to_list()
+    import datasets
+
+    folder = tmp_path / "local"
+    folder.mkdir()
+    datasets.Dataset.from_list(broken, features=dataset.features).to_parquet(folder / "train.parquet")
+    arguments = tiny_run_arguments(tmp_path / "run", dataset_name=folder, train_val_split=0.34, max_train_steps=1)
+    with pytest.raises(ValueError, match=r"image_id 4\): box \[90.0, 90.0, 20.0, 20.0\] lies \(partly\) outside"):
+        train_detection.main(arguments + ["--invalid_boxes=error"])
+    results = train_detection.main(arguments + ["--invalid_boxes=drop"])
+    assert results["completed_steps"] == 1
