@@ -38,6 +38,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PreTrainedModel, PvtImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
+from official_checkpoint import matching_variant_differences
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARDS_DIR = REPO_ROOT / "model_cards"
 TRAINED_MODEL_CARD_TEMPLATE = MODEL_CARDS_DIR / "pvt-trained.md"
@@ -118,15 +120,7 @@ def variant_card_path(variant: str) -> Path:
 
 def check_model_is_variant(config, variant: str) -> None:
     """The variant cards describe the paper's ImageNet-1k models: refuse to put one on a different network."""
-    from configuration_pvt import PvtConfig
-
-    reference = PvtConfig.from_variant(variant)
-    fields = ("hidden_sizes", "depths", "num_attention_heads", "mlp_ratios", "sequence_reduction_ratios", "num_labels")
-    differences = [
-        f"{field}={getattr(config, field)} (the paper's {variant}: {getattr(reference, field)})"
-        for field in fields
-        if getattr(config, field) != getattr(reference, field)
-    ]
+    differences = matching_variant_differences(config, variant)
     if differences:
         raise ExportError(
             f"variant={variant!r} is for the paper's ImageNet-1k weights, but this model has "

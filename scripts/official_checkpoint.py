@@ -9,10 +9,10 @@ unwrapping), `infer_config_from_official` (every hyper-parameter the weights det
 (the official network's maths written against the official keys, to verify a conversion before it is saved).
 """
 
-import importlib
 import math
 import pickle
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -135,13 +135,12 @@ def refused_global(error: pickle.UnpicklingError) -> str | None:
     return match.group(1) if match else None
 
 
-def global_exists(dotted_name: str) -> bool:
-    """Whether a refused global names a real object (else the pickle stream was cut inside the name)."""
+def names_a_missing_object(dotted_name: str) -> bool:
+    """Whether a refused global cannot exist: its module is loaded but lacks the attribute, as when the pickle
+    stream was cut inside the name. Nothing is imported on the file's behalf."""
     module_name, _, attribute = dotted_name.rpartition(".")
-    try:
-        return hasattr(importlib.import_module(module_name), attribute)
-    except ImportError:
-        return False
+    module = sys.modules.get(module_name)
+    return module is not None and not hasattr(module, attribute)
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -156,7 +155,7 @@ def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         name = refused_global(error)
-        if name is None or not global_exists(name):
+        if name is None or names_a_missing_object(name):
             raise unreadable_checkpoint_error(path, error) from error
         raise OfficialCheckpointError(
             f"{path} is refused: it holds Python objects other than tensors ({name}), and unpickling those could "
