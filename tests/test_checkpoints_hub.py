@@ -1,21 +1,40 @@
 """Checkpoints and the Hub: the export folder, official-checkpoint conversion, model cards, pushing, loading by repo
 id from a local Hub cache, and the paper's parameter and FLOP table. Nothing here touches the network."""
 
+import argparse
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 from tests.conftest import tiny_config
 from torchvision import transforms
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PvtImageProcessor
 
+import convert_official_checkpoint
 import hub_export
+import local_hub_cache
+import model_stats
+import push_to_hub
+from configuration_pvt import PvtConfig
 from hub_export import EXPORT_FILES, ExportError, export_model, validate_export_dir
-from modeling_pvt import PvtForImageClassification, PvtModel
+from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
+from official_checkpoint import (
+    OfficialCheckpointError,
+    infer_config_from_official,
+    load_official_checkpoint,
+    official_classifier_forward,
+    official_key_shapes,
+)
 
 
 def pixels(batch_size=2, height=64, width=64, seed=0) -> torch.Tensor:
@@ -194,32 +213,8 @@ def test_validate_export_dir_lists_every_problem(tmp_path):
     assert "missing README.md" in message and "missing preprocessor_config.json" in message
     assert "pickle file training_args.bin" in message
 
-
 # --- official checkpoints -------------------------------------------------------------------------------------
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-
-import huggingface_hub  # noqa: E402
-from huggingface_hub import HfApi  # noqa: E402
-
-import convert_official_checkpoint  # noqa: E402
-import local_hub_cache  # noqa: E402
-import model_stats  # noqa: E402
-import push_to_hub  # noqa: E402
-from configuration_pvt import PvtConfig  # noqa: E402
-from modeling_pvt import PvtBackbone  # noqa: E402
-from official_checkpoint import (  # noqa: E402
-    OfficialCheckpointError,
-    infer_config_from_official,
-    load_official_checkpoint,
-    official_classifier_forward,
-    official_key_shapes,
-)
-from tests.conftest import REPO_ROOT  # noqa: E402
 
 VARIANTS = ("pvt-tiny", "pvt-small", "pvt-medium", "pvt-large")
 # The paper's figures (arXiv:2102.12122): parameters (M), GFLOPs as multiply-adds at 224x224, ImageNet top-1.
@@ -690,7 +685,7 @@ def test_load_by_repo_id_offline_from_the_local_cache(tmp_path, monkeypatch):
     result = subprocess.run(
         [sys.executable, "-I", str(tmp_path / "load.py"), "org/pvt-small", str(tmp_path / "image.png"), str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={key: value for key, value in __import__("os").environ.items() if key != "PYTHONPATH"},
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
