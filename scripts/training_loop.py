@@ -1,0 +1,250 @@
+# Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
+"""The Accelerate training loop of the project's training scripts, independent of the task.
+
+It follows the skeleton of Transformers' examples/pytorch/*_no_trainer.py: prepare -> accumulate -> count optimizer
+steps on `sync_gradients` -> gather_for_metrics in the task's evaluation -> save_state / export. Mixed precision,
+several processes and several machines come from `accelerate launch` / `accelerate config`; nothing here depends
+on them.
+
+    accelerator = create_accelerator(seed=42, gradient_accumulation_steps=1)
+    optimizer = torch.optim.AdamW(weight_decay_parameter_groups(model, 0.05), lr=5e-4)
+    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    plan = plan_training_steps(len(train_dataloader), gradient_accumulation_steps=1, num_train_epochs=300)
+    lr_scheduler = accelerator.prepare(get_scheduler("cosine", optimizer, warmup, plan.max_train_steps))
+    history = run_training(
+        accelerator, model, optimizer, lr_scheduler, train_dataloader, plan,
+        compute_loss=lambda model, batch: model(**batch).loss,      # a scalar tensor
+        evaluate=lambda model: {"accuracy": ...},                    # same dict on every process
+        output_dir="out", checkpointing_steps=500, resume_from_checkpoint="latest",
+        run_settings={"per_device_train_batch_size": 64},            # must match to resume
+    )
+
+`run_training` evaluates after every epoch, saves checkpoints (checkpointing.py) every N steps or every epoch,
+resumes exactly (model, optimizer, scheduler, RNG and the position in the data), stops with NonFiniteLossError on
+a NaN/inf loss, shows a tqdm bar on the main process, and logs loss, learning rate and metrics to the history,
+to `accelerator.log` (trackers of --with_tracking) and to training_history.json / training_curves.png in
+`output_dir`. The scheduler is stepped once per optimizer update (`create_accelerator` sets
+`step_scheduler_with_optimizer=False`), so its length is `plan.max_train_steps` whatever the number of processes.
+For exact resumption, random transforms of the data must not use the global RNG while batches are prefetched:
+`training_data.ImageClassificationDataset` seeds each example itself; datasets with a `set_epoch` method are told
+the epoch.
+"""
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from checkpointing import (
+    NonFiniteLossError,
+    TrainingProgress,
+    check_finite_loss,
+    load_checkpoint,
+    resolve_checkpoint,
+    resume_batches,
+    save_checkpoint,
+)
+from training_curves import TrainingHistory, plot_training_curves
+
+# Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
+DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+def create_accelerator(
+    *,
+    seed: int,
+    gradient_accumulation_steps: int = 1,
+    output_dir: str | os.PathLike | None = None,
+    with_tracking: bool = False,
+    report_to: str = "all",
+) -> Accelerator:
+    """An Accelerator set up for exactly resumable runs: a seedable sampler (the data order depends only on the
+    seed and the epoch), the scheduler stepped by us once per update, and a per-process seed."""
+    accelerator = Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+        step_scheduler_with_optimizer=False,
+        log_with=report_to if with_tracking else None,
+        project_dir=str(output_dir) if output_dir is not None else None,
+    )
+    set_seed(seed, device_specific=True)
+    return accelerator
+
+
+def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups chosen by module type: the weights of linear and convolution layers decay; everything else
+    (normalisation layers, all biases, position embeddings, class tokens and other free parameters) does not."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            if isinstance(module, DECAYED_LAYER_TYPES) and name == "weight":
+                decay.append(parameter)
+            else:
+                no_decay.append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class TrainingPlan:
+    max_train_steps: int  # optimizer updates in the whole run
+    num_train_epochs: int
+    num_update_steps_per_epoch: int
+
+
+def plan_training_steps(
+    num_batches_per_epoch: int, gradient_accumulation_steps: int, num_train_epochs: int, max_train_steps: int | None = None
+) -> TrainingPlan:
+    """How many optimizer updates and epochs; `num_batches_per_epoch` is the prepared (per-process) dataloader's
+    length. `max_train_steps`, when given, overrides `num_train_epochs`."""
+    per_epoch = math.ceil(num_batches_per_epoch / gradient_accumulation_steps)
+    if max_train_steps is None:
+        max_train_steps = num_train_epochs * per_epoch
+    return TrainingPlan(max_train_steps, math.ceil(max_train_steps / per_epoch), per_epoch)
+
+
+def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
+    """--checkpointing_steps: a number of optimizer steps, "epoch", or None (no checkpoints)."""
+    if value is None or value == "epoch" or isinstance(value, int):
+        return value
+    if str(value).isdigit() and int(value) > 0:
+        return int(value)
+    raise ValueError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON whole or not at all."""
+    partial = path.with_name(f".{path.name}.incomplete")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
+
+
+def set_epoch(train_dataloader, epoch: int) -> None:
+    """The sampler's shuffle and the dataset's per-example augmentation seeds follow the epoch."""
+    train_dataloader.set_epoch(epoch)
+    if hasattr(train_dataloader.dataset, "set_epoch"):
+        train_dataloader.dataset.set_epoch(epoch)
+
+
+def run_training(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    train_dataloader,
+    plan: TrainingPlan,
+    *,
+    compute_loss: Callable[[nn.Module, dict], torch.Tensor],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    output_dir: str | os.PathLike,
+    checkpointing_steps: int | str | None = None,
+    resume_from_checkpoint: str | None = None,
+    max_grad_norm: float | None = None,
+    run_settings: dict | None = None,
+) -> TrainingHistory:
+    """Train to `plan.max_train_steps`, evaluating after each epoch; returns the history (see module docstring)."""
+    output_dir = Path(output_dir)
+    run_settings = {"num_processes": accelerator.num_processes, **(run_settings or {})}
+    progress, history = TrainingProgress(), TrainingHistory()
+    checkpoint = resolve_checkpoint(resume_from_checkpoint, output_dir) if resume_from_checkpoint else None
+    if checkpoint is not None:
+        progress, extra_state = load_checkpoint(accelerator, checkpoint, run_settings)
+        history = TrainingHistory.from_dict(extra_state.get("history", {}))
+        accelerator.print(f"Resumed from {checkpoint} at optimizer step {progress.completed_steps}.")
+    elif resume_from_checkpoint == "latest":
+        accelerator.print(f"No checkpoint in {output_dir} yet: starting from the beginning.")
+
+    def save(name: str) -> None:
+        save_checkpoint(accelerator, output_dir, name, progress, run_settings, {"history": history.to_dict()})
+
+    progress_bar = tqdm(
+        total=plan.max_train_steps, initial=progress.completed_steps, disable=not accelerator.is_local_main_process
+    )
+    start_epoch, _ = progress.resume_point()
+    for epoch in range(start_epoch, plan.num_train_epochs):
+        if progress.completed_steps >= plan.max_train_steps:
+            break
+        model.train()
+        set_epoch(train_dataloader, epoch)
+        batches = resume_batches(accelerator, train_dataloader, progress) if epoch == start_epoch else train_dataloader
+        if epoch != progress.epoch or progress.epoch_finished:
+            progress = TrainingProgress(completed_steps=progress.completed_steps, epoch=epoch)
+        window_losses = []
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = compute_loss(model, batch)
+                losses = accelerator.gather(loss.detach().float().reshape(1))
+                try:
+                    check_finite_loss(losses, progress, output_dir)
+                except NonFiniteLossError:
+                    progress_bar.close()
+                    write_history(accelerator, history, output_dir)  # the curves up to the failure
+                    raise
+                window_losses.append(losses.mean())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            progress.batches_seen += 1
+            if not accelerator.sync_gradients:
+                continue
+            learning_rate = lr_scheduler.get_last_lr()[0]
+            lr_scheduler.step()
+            progress.completed_steps += 1
+            train_loss = torch.stack(window_losses).mean().item()
+            window_losses = []
+            history.log_step(progress.completed_steps, epoch, loss=train_loss, learning_rate=learning_rate)
+            accelerator.log({"train_loss": train_loss, "learning_rate": learning_rate, "epoch": epoch}, step=progress.completed_steps)
+            progress_bar.update(1)
+            progress_bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", lr=f"{learning_rate:.2e}", refresh=False)
+            if isinstance(checkpointing_steps, int) and progress.completed_steps % checkpointing_steps == 0:
+                save(f"step_{progress.completed_steps}")
+            if progress.completed_steps >= plan.max_train_steps:
+                break
+
+        metrics = evaluate(model)
+        history.log_evaluation(progress.completed_steps, epoch, **metrics)
+        accelerator.log({f"eval_{name}": value for name, value in metrics.items()}, step=progress.completed_steps)
+        if accelerator.is_local_main_process:
+            shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+            progress_bar.write(f"epoch {epoch} (step {progress.completed_steps}): {shown}")
+        progress.epoch_finished = True
+        if checkpointing_steps == "epoch":
+            save(f"epoch_{epoch}")
+    progress_bar.close()
+
+    if history.last_evaluation is None or history.last_evaluation["step"] != progress.completed_steps:
+        # Resumed from a checkpoint taken at the very last step, before its evaluation.
+        history.log_evaluation(progress.completed_steps, progress.epoch, **evaluate(model))
+    write_history(accelerator, history, output_dir)
+    return history
+
+
+def write_history(accelerator: Accelerator, history: TrainingHistory, output_dir: Path) -> None:
+    """training_history.json and training_curves.png in `output_dir` (main process)."""
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "training_history.json", history.to_dict())
+        plot_training_curves(history, output_dir / "training_curves.png")
+
+
+__all__ = [
+    "TrainingPlan",
+    "create_accelerator",
+    "parse_checkpointing_steps",
+    "plan_training_steps",
+    "run_training",
+    "weight_decay_parameter_groups",
+    "write_json",
+]

@@ -1,0 +1,358 @@
+"""Training: data loading and checks, Accelerate runs (resume after a kill, two processes, NaN stop), the
+Trainer example and the exported folder. Tiny networks on 32-pixel images, a few steps each."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import datasets
+import evaluate
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+from sklearn.metrics import top_k_accuracy_score
+from torch import nn
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+import finetune_with_trainer
+import train
+from checkpointing import CheckpointError, NonFiniteLossError, list_checkpoints
+from classification_training import TOP_K_ACCURACY_METRIC
+from tests.conftest import REPO_ROOT, tiny_config
+from hub_export import validate_export_dir
+from modeling_pvt import PvtForImageClassification
+from training_data import DataArguments, DataError, load_image_classification_dataset, to_rgb
+from training_loop import weight_decay_parameter_groups
+
+TINY_MODEL = [
+    "--image_size", "32",
+    "--hidden_sizes", "16", "32", "48", "64",
+    "--depths", "1", "1", "1", "1",
+    "--num_attention_heads", "1", "1", "2", "2",
+    "--mlp_ratios", "2", "2", "2", "2",
+    "--sequence_reduction_ratios", "2", "1", "1", "1",
+]  # fmt: skip
+SHORT_RUN = TINY_MODEL + [
+    "--per_device_train_batch_size", "8",
+    "--per_device_eval_batch_size", "16",
+    "--learning_rate", "1e-3",
+    "--num_warmup_steps", "1",
+]  # fmt: skip
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def read_results(output_dir) -> dict:
+    return json.loads((output_dir / "all_results.json").read_text())
+
+
+def exported_predictions(export_dir, split, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k classes of every validation image, through the exported model and image processor."""
+    model = AutoModelForImageClassification.from_pretrained(export_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(export_dir)
+    pixel_values = processor([to_rgb(image) for image in split["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values=pixel_values).logits
+    return logits.topk(k, dim=-1).indices.numpy(), np.asarray(split["label"])
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+
+def test_top_k_accuracy_metric_matches_scikit_learn():
+    metric = evaluate.load(str(TOP_K_ACCURACY_METRIC), keep_in_memory=True)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 12, generator=generator)
+    labels = torch.randint(0, 12, (200,), generator=generator)
+    for start in range(0, 200, 64):  # in batches, as the training loop adds them
+        metric.add_batch(predictions=logits[start : start + 64].topk(5).indices, references=labels[start : start + 64])
+    results = metric.compute()
+    assert results["accuracy"] == pytest.approx(top_k_accuracy_score(labels, logits, k=1, labels=range(12)))
+    assert results["top5_accuracy"] == pytest.approx(top_k_accuracy_score(labels, logits, k=5, labels=range(12)))
+    assert set(metric.compute(predictions=[[3], [1]], references=[3, 2])) == {"accuracy"}
+
+
+def test_default_dataset_is_scikit_learn_digits_with_a_fixed_split():
+    dataset, skipped = load_image_classification_dataset(DataArguments())
+    again, _ = load_image_classification_dataset(DataArguments())
+    digits = load_digits()
+    assert skipped == {"train": 0, "validation": 0}
+    assert len(dataset["train"]) + len(dataset["validation"]) == 1797
+    assert len(dataset["validation"]) == round(0.15 * 1797)
+    assert dataset["train"].features["label"].names == [str(digit) for digit in range(10)]
+    assert dataset["validation"]["label"] == again["validation"]["label"]
+    # every class in validation (stratified split), every image an RGB rendering of a real scan
+    assert sorted(set(dataset["validation"]["label"])) == list(range(10))
+    image, label = dataset["train"][0]["image"], dataset["train"][0]["label"]
+    assert image.mode == "RGB" and image.size == (8, 8)
+    pixels = np.asarray(image)[:, :, 0].astype(np.float64)
+    matches = [
+        index
+        for index in np.flatnonzero(digits.target == label)
+        if np.allclose(255 - pixels, digits.images[index] * 255 / 16, atol=0.5)
+    ]
+    assert matches, "the image is not one of scikit-learn's scans of its digit"
+
+
+def test_to_rgb_handles_grayscale_alpha_palette_cmyk_and_16_bit():
+    gray = PIL.Image.fromarray(np.array([[0, 128], [200, 255]], dtype=np.uint8))
+    np.testing.assert_array_equal(np.asarray(to_rgb(gray)), np.repeat(np.asarray(gray)[:, :, None], 3, axis=2))
+
+    sixteen_bit = PIL.Image.fromarray(np.array([[0, 257 * 100], [65535, 30000]], dtype=np.uint16))
+    assert sixteen_bit.mode == "I;16"
+    expected = np.round(np.array([[0, 25700], [65535, 30000]]) / 257).astype(np.uint8)  # scaled, not clipped
+    np.testing.assert_array_equal(np.asarray(to_rgb(sixteen_bit))[:, :, 1], expected)
+
+    rgba = PIL.Image.fromarray(np.array([[[200, 0, 0, 255], [200, 0, 0, 0]], [[0, 100, 0, 128], [0, 0, 0, 255]]], np.uint8))
+    rgb = np.asarray(to_rgb(rgba)).astype(np.float64)
+    pixels = np.asarray(rgba).astype(np.float64)
+    alpha = pixels[:, :, 3:] / 255
+    np.testing.assert_allclose(rgb, pixels[:, :, :3] * alpha + 255 * (1 - alpha), atol=1)  # over white
+
+    cmyk = PIL.Image.new("CMYK", (2, 2), (0, 255, 255, 0))
+    np.testing.assert_array_equal(np.asarray(to_rgb(cmyk))[0, 0], [255, 0, 0])
+    palette = gray.convert("P")
+    assert to_rgb(palette).mode == "RGB"
+
+
+def test_weight_decay_groups_come_from_module_types():
+    model = PvtForImageClassification(tiny_config())
+    decay, no_decay = weight_decay_parameter_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay["params"]}
+    expected = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    assert decayed == expected
+    not_decayed = {id(p) for p in no_decay["params"]}
+    assert decayed.isdisjoint(not_decayed) and len(decayed | not_decayed) == len(list(model.parameters()))
+    stages = model.pvt.stages
+    for parameter in [stage.position_embeddings for stage in stages] + [stages[-1].cls_token]:
+        assert id(parameter) in not_decayed
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            assert {id(module.weight), id(module.bias)} <= not_decayed
+        if getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
+            assert id(module.bias) in not_decayed
+
+
+# --- training runs ----------------------------------------------------------------------------------------------
+
+
+def test_train_on_default_dataset_and_exported_folder_loads_back(tmp_path):
+    output_dir = tmp_path / "run"
+    results = train.main(
+        SHORT_RUN
+        + ["--max_train_samples", "48", "--max_eval_samples", "40", "--max_train_steps", "4"]
+        + ["--output_dir", str(output_dir)]
+    )
+    assert read_results(output_dir) == results
+    assert results["train_steps"] == 4 and results["eval_samples"] == 40 and results["train_samples"] == 48
+    assert {"eval_accuracy", "eval_top5_accuracy"} <= set(results)
+    assert (output_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert [record["step"] for record in history["steps"]] == [1, 2, 3, 4]
+    assert all(np.isfinite(record["loss"]) and record["learning_rate"] >= 0 for record in history["steps"])
+
+    export_dir = validate_export_dir(output_dir / "export")
+    dataset, _ = load_image_classification_dataset(DataArguments(max_train_samples=48, max_eval_samples=40))
+    ranked, labels = exported_predictions(export_dir, dataset["validation"])
+    assert results["eval_accuracy"] == pytest.approx((ranked[:, 0] == labels).mean())
+    assert results["eval_top5_accuracy"] == pytest.approx((ranked == labels[:, None]).any(axis=1).mean())
+    config = json.loads((export_dir / "config.json").read_text())
+    assert config["id2label"] == {str(digit): str(digit) for digit in range(10)}
+    classify = pipeline("image-classification", model=str(export_dir))
+    prediction = classify(to_rgb(dataset["validation"][0]["image"]), top_k=1)[0]
+    assert prediction["label"] == str(ranked[0, 0])
+
+
+def write_image_folder(root) -> dict[str, int]:
+    """Two classes of small images in every storage mode the loader must convert, plus one corrupt file."""
+    generator = np.random.default_rng(0)
+    counts = {}
+    for split, per_class in (("train", 4), ("validation", 2)):
+        for label in ("circle", "square"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                pixels = generator.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+                PIL.Image.fromarray(pixels).save(folder / f"rgb_{index}.png")
+        counts[split] = 2 * per_class
+    odd = root / "train" / "circle"
+    PIL.Image.fromarray(generator.integers(0, 255, (20, 20), dtype=np.uint8)).save(odd / "grayscale.png")
+    PIL.Image.fromarray(generator.integers(0, 255, (20, 20, 4), dtype=np.uint8)).save(odd / "rgba.png")
+    PIL.Image.new("CMYK", (20, 20), (10, 200, 30, 5)).save(odd / "cmyk.jpg")
+    PIL.Image.fromarray(generator.integers(0, 65535, (20, 20), dtype=np.uint16)).save(odd / "sixteen_bit.png")
+    (odd / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    counts["train"] += 4  # the corrupt file is not counted
+    return counts
+
+
+def test_image_folder_with_odd_modes_and_a_corrupt_file(tmp_path):
+    counts = write_image_folder(tmp_path / "images")
+    folders = ["--train_dir", str(tmp_path / "images" / "train"), "--validation_dir", str(tmp_path / "images" / "validation")]
+    with pytest.raises(DataError, match=r"cannot be read: .*corrupt\.png.*--corrupt_images skip"):
+        load_image_classification_dataset(DataArguments(train_dir=folders[1], validation_dir=folders[3]))
+
+    output_dir = tmp_path / "run"
+    results = train.main(
+        SHORT_RUN + folders + ["--corrupt_images", "skip", "--max_train_steps", "2", "--output_dir", str(output_dir)]
+    )
+    assert results["unreadable_images_skipped"] == 1
+    assert results["train_samples"] == counts["train"] and results["eval_samples"] == counts["validation"]
+    config = json.loads((output_dir / "export" / "config.json").read_text())
+    assert config["id2label"] == {"0": "circle", "1": "square"}
+    dataset, _ = load_image_classification_dataset(
+        DataArguments(train_dir=folders[1], validation_dir=folders[3], corrupt_images="skip")
+    )
+    modes = {image.mode for image in dataset["train"]["image"]}
+    assert {"L", "RGBA", "CMYK"} <= modes and modes & {"I;16", "I"}  # converted only when used
+    assert {to_rgb(image).mode for image in dataset["train"]["image"]} == {"RGB"}
+
+
+def test_bad_inputs_stop_with_clear_messages(tmp_path):
+    output_dir = ["--output_dir", str(tmp_path / "run")]
+    with pytest.raises(DataError, match=r"no column 'img'; its columns are \['image', 'label'\].*--image_column_name"):
+        train.main(SHORT_RUN + output_dir + ["--image_column_name", "img"])
+    with pytest.raises(DataError, match=r"'train' split is empty"):
+        train.main(SHORT_RUN + output_dir + ["--max_train_samples", "0"])
+    with pytest.raises(DataError, match=r"'validation' split is empty"):
+        train.main(SHORT_RUN + output_dir + ["--max_eval_samples", "0"])
+
+    # A Hub-style dataset (parquet files) whose validation split marks unlabelled examples with -1.
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    blank = PIL.Image.new("RGB", (8, 8))
+    data_dir = tmp_path / "hub_style"
+    (data_dir / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"image": [blank] * 6, "label": [0, 1, 2, 0, 1, 2]}, features=features).to_parquet(
+        str(data_dir / "data" / "train-00000-of-00001.parquet")
+    )
+    datasets.Dataset.from_dict({"image": [blank] * 3, "label": [0, -1, 2]}, features=features).to_parquet(
+        str(data_dir / "data" / "validation-00000-of-00001.parquet")
+    )
+    with pytest.raises(DataError, match=r"1 label\(s\) of the 'validation' split are outside 0\.\.2.*example 1 has label -1"):
+        train.main(SHORT_RUN + output_dir + ["--dataset_name", str(data_dir)])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    output_dir = tmp_path / "run"
+    arguments = TINY_MODEL + ["--per_device_train_batch_size", "8", "--max_train_samples", "48", "--max_eval_samples", "8"]
+    arguments += ["--learning_rate", "1e30", "--num_warmup_steps", "0", "--max_train_steps", "6"]
+    arguments += ["--checkpointing_steps", "1", "--output_dir", str(output_dir)]
+    with pytest.raises(NonFiniteLossError) as stopped:
+        train.main(arguments)
+    history = json.loads((output_dir / "training_history.json").read_text())
+    good_steps = len(history["steps"])
+    assert 1 <= good_steps < 6 and all(np.isfinite(record["loss"]) for record in history["steps"])
+    last_good = output_dir / f"step_{good_steps}"
+    assert f"optimizer step {good_steps + 1}" in str(stopped.value) and str(last_good) in str(stopped.value)
+    assert [path.name for path in list_checkpoints(output_dir)] == [f"step_{step}" for step in range(1, good_steps + 1)]
+    weights = load_file(last_good / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+    assert not (output_dir / "export").exists() and not (output_dir / "all_results.json").exists()
+
+    # The run is not silently mixed with a new one, and cannot resume with a different batch layout.
+    with pytest.raises(DataError, match=r"already holds an earlier run .*--resume_from_checkpoint latest"):
+        train.main(arguments)
+    with pytest.raises(CheckpointError, match=r"per_device_train_batch_size: 8 in the checkpoint, 4 now"):
+        train.main(arguments + ["--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4"])
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    # The DeiT augmentations stay on (RandAugment, erasing, MixUp/CutMix, drop path): resuming must restore the RNG.
+    arguments = SHORT_RUN + ["--max_train_samples", "48", "--max_eval_samples", "24", "--max_train_steps", "12"]
+    arguments += ["--checkpointing_steps", "3", "--seed", "7"]
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = train.main(arguments + ["--output_dir", str(reference_dir)])
+
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), *arguments, "--output_dir", str(killed_dir)]
+    process = subprocess.Popen(command, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (killed_dir / "step_3" / "training_state.json").exists():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the run never wrote its first checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed_dir / "all_results.json").exists()
+    assert all((path / "training_state.json").is_file() for path in killed_dir.glob("step_*"))
+
+    resumed = train.main(arguments + ["--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"])
+    assert resumed["train_steps"] == reference["train_steps"] == 12
+    for name in ("epoch", "eval_samples", "train_samples"):
+        assert resumed[name] == reference[name]
+    for name in ("eval_accuracy", "eval_top5_accuracy", "train_loss"):
+        assert resumed[name] == pytest.approx(reference[name], abs=1e-6)
+    reference_history = json.loads((reference_dir / "training_history.json").read_text())
+    resumed_history = json.loads((killed_dir / "training_history.json").read_text())
+    assert [r["step"] for r in resumed_history["steps"]] == list(range(1, 13))
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed_history["steps"]], [r["loss"] for r in reference_history["steps"]], atol=1e-6
+    )
+    reference_weights = load_file(reference_dir / "export" / "model.safetensors")
+    resumed_weights = load_file(killed_dir / "export" / "model.safetensors")
+    for name, tensor in reference_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, atol=1e-6, rtol=0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_with_accelerate_launch(tmp_path):
+    # `accelerate launch --cpu --num_processes 2` starts a single process unless MPI is set up (Accelerate's
+    # multi-CPU launcher is mpirun, huggingface/accelerate#2741); torchrun-style launching plus
+    # ACCELERATE_USE_CPU=1 gives two gloo processes on one CPU machine.
+    output_dir = tmp_path / "run"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    arguments = TINY_MODEL + ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"]
+    arguments += ["--max_train_samples", "40", "--max_eval_samples", "25", "--num_train_epochs", "1"]
+    arguments += ["--checkpointing_steps", "epoch", "--output_dir", str(output_dir)]
+    completed = subprocess.run(
+        launch + [str(REPO_ROOT / "scripts" / "train.py"), *arguments],
+        env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "on 2 process(es)" in completed.stdout
+    results = read_results(output_dir)
+    assert results["train_steps"] == 40 // (2 * 4)  # each process sees half of every global batch
+    assert sorted(path.name for path in (output_dir / "epoch_0").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    # gather_for_metrics counted each of the 25 validation images once (the shards were padded to 28)
+    dataset, _ = load_image_classification_dataset(DataArguments(max_train_samples=40, max_eval_samples=25))
+    ranked, labels = exported_predictions(output_dir / "export", dataset["validation"])
+    assert results["eval_accuracy"] == pytest.approx((ranked[:, 0] == labels).mean())
+    assert results["eval_top5_accuracy"] == pytest.approx((ranked == labels[:, None]).any(axis=1).mean())
+
+
+def test_trainer_fine_tunes_saves_and_reloads_with_the_same_logits(tmp_path):
+    output_dir = tmp_path / "trainer"
+    arguments = TINY_MODEL + ["--max_train_samples", "32", "--max_eval_samples", "16", "--output_dir", str(output_dir)]
+    arguments += ["--per_device_train_batch_size", "8", "--max_steps", "3", "--learning_rate", "1e-3"]
+    arguments += ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--seed", "3"]
+    trainer, metrics = finetune_with_trainer.finetune(*finetune_with_trainer.parse_args(arguments))
+    assert trainer.state.global_step == 3 and {"eval_accuracy", "eval_top5_accuracy"} <= set(metrics)
+    assert all(np.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)
+
+    pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(pixel_values=pixel_values.to(trainer.model.device)).logits.cpu()
+        for folder in (output_dir, output_dir / "export"):
+            reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
+            assert type(reloaded).__name__ == "PvtForImageClassification"
+            torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected, atol=1e-6, rtol=0)
