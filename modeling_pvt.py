@@ -6,6 +6,7 @@ spatial-reduction attention (keys and values from a grid R times coarser) and an
 class token for classification; `PvtBackbone` returns the four stage maps for dense prediction.
 """
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -100,6 +101,62 @@ def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig) -> None:
         )
 
 
+def _cpu_has_bfloat16_matmul() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # unknown: keep PyTorch's own kernels
+
+
+CPU_HAS_BFLOAT16_MATMUL = _cpu_has_bfloat16_matmul()
+
+
+def emulates_bfloat16(tensor: torch.Tensor) -> bool:
+    """True under CPU bfloat16 autocast on a processor without bfloat16 instructions (AVX2-only x86, say).
+
+    There PyTorch's bfloat16 matrix multiplies run about ten times slower than float32 ones, so this model multiplies
+    the bfloat16-rounded operands in float32 instead: the same exact products, float32 accumulation as the bfloat16
+    kernels, a bfloat16 result, as fast as float32.
+    """
+    return (
+        tensor.device.type == "cpu"
+        and not CPU_HAS_BFLOAT16_MATMUL
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def rounded_to_bfloat16(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """The float32 copy of `tensor`'s bfloat16 rounding (what autocast would feed a bfloat16 kernel)."""
+    return None if tensor is None else tensor.to(torch.bfloat16).to(torch.float32)
+
+
+class PvtLinear(nn.Linear):
+    """`nn.Linear` that keeps float32 speed under CPU bfloat16 autocast (see `emulates_bfloat16`)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not emulates_bfloat16(hidden_states):
+            return super().forward(hidden_states)
+        with torch.autocast("cpu", enabled=False):
+            output = nn.functional.linear(
+                rounded_to_bfloat16(hidden_states), rounded_to_bfloat16(self.weight), rounded_to_bfloat16(self.bias)
+            )
+        return output.to(torch.bfloat16)
+
+
+class PvtConv2d(nn.Conv2d):
+    """`nn.Conv2d` that keeps float32 speed under CPU bfloat16 autocast (see `emulates_bfloat16`)."""
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if not emulates_bfloat16(feature_map):
+            return super().forward(feature_map)
+        with torch.autocast("cpu", enabled=False):
+            output = self._conv_forward(
+                rounded_to_bfloat16(feature_map), rounded_to_bfloat16(self.weight), rounded_to_bfloat16(self.bias)
+            )
+        return output.to(torch.bfloat16)
+
+
 class PvtPatchEmbeddings(nn.Module):
     """Non-overlapping patches -> tokens: a strided convolution, then LayerNorm."""
 
@@ -107,7 +164,7 @@ class PvtPatchEmbeddings(nn.Module):
         super().__init__()
         in_channels = config.num_channels if stage_index == 0 else config.hidden_sizes[stage_index - 1]
         hidden_size = config.hidden_sizes[stage_index]
-        self.projection = nn.Conv2d(
+        self.projection = PvtConv2d(
             in_channels,
             hidden_size,
             kernel_size=config.patch_sizes[stage_index],
@@ -131,11 +188,11 @@ class PvtSequenceReduction(nn.Module):
         ratio = config.sequence_reduction_ratios[stage_index]
         if config.sequence_reduction_type == "conv":
             self.pool = None
-            self.projection = nn.Conv2d(hidden_size, hidden_size, kernel_size=ratio, stride=ratio)
+            self.projection = PvtConv2d(hidden_size, hidden_size, kernel_size=ratio, stride=ratio)
         else:
             pool_class = nn.AvgPool2d if config.sequence_reduction_type == "avg_pool" else nn.MaxPool2d
             self.pool = pool_class(kernel_size=ratio, stride=ratio)
-            self.projection = nn.Linear(hidden_size, hidden_size)
+            self.projection = PvtLinear(hidden_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=config.sequence_reduction_layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -179,10 +236,10 @@ class PvtAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False
 
-        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.q_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.k_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.v_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.o_proj = PvtLinear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         has_reduction = config.sequence_reduction_ratios[stage_index] > 1
         self.sequence_reduction = PvtSequenceReduction(config, stage_index) if has_reduction else None
@@ -204,16 +261,22 @@ class PvtAttention(nn.Module):
         if kwargs.get("output_attentions", self.config.output_attentions):
             implementation = "eager"  # only eager materialises the attention weights
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        attn_output, attn_weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            None,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            **kwargs,
-        )
+        emulate = emulates_bfloat16(query)
+        if emulate:  # bfloat16 values are exact in float32: attend there, at float32 speed
+            query, key, value = query.float(), key.float(), value.float()
+        with torch.autocast("cpu", enabled=False) if emulate else contextlib.nullcontext():
+            attn_output, attn_weights = attention_interface(
+                self,
+                query,
+                key,
+                value,
+                None,
+                dropout=self.attention_dropout if self.training else 0.0,
+                scaling=self.scaling,
+                **kwargs,
+            )
+        if emulate:
+            attn_output = attn_output.to(torch.bfloat16)
         attn_output = self.dropout(self.o_proj(attn_output.reshape(batch_size, num_tokens, -1)))
         return attn_output, attn_weights
 
@@ -223,9 +286,9 @@ class PvtMLP(nn.Module):
         super().__init__()
         hidden_size = config.hidden_sizes[stage_index]
         intermediate_size = int(hidden_size * config.mlp_ratios[stage_index])
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc1 = PvtLinear(hidden_size, intermediate_size)
         self.activation_fn = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.fc2 = PvtLinear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -509,4 +509,33 @@ def test_model_files_import_only_torch_and_transformers():
                 roots |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 roots.add(node.module.split(".")[0])
-        assert roots <= {"torch", "transformers", "huggingface_hub", "math", "collections", "configuration_pvt"}, roots
+        assert roots <= {"torch", "transformers", "huggingface_hub", "contextlib", "math", "collections", "configuration_pvt"}, roots
+
+
+def test_bfloat16_autocast_emulation_matches_pytorchs_bfloat16_kernels(monkeypatch):
+    """On CPUs without bfloat16 instructions the model multiplies bfloat16-rounded operands in float32: same
+    dtypes, same numbers (to bfloat16 rounding) as PyTorch's own, much slower, bfloat16 kernels."""
+    import modeling_pvt
+
+    torch.manual_seed(0)
+    model = PvtForImageClassification(tiny_config()).eval()
+    pixel_values = pixels(2, 64, 96)
+
+    def run(emulate: bool):
+        monkeypatch.setattr(modeling_pvt, "CPU_HAS_BFLOAT16_MATMUL", not emulate)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert modeling_pvt.emulates_bfloat16(pixel_values) is emulate
+            return model(pixel_values, output_hidden_states=True)
+
+    native, emulated = run(emulate=False), run(emulate=True)
+    assert emulated.logits.dtype == native.logits.dtype == torch.bfloat16
+    assert [h.dtype for h in emulated.hidden_states] == [h.dtype for h in native.hidden_states]
+    torch.testing.assert_close(emulated.logits.float(), native.logits.float(), atol=0.05, rtol=0.02)
+
+    # and it trains: gradients reach every parameter in float32
+    monkeypatch.setattr(modeling_pvt, "CPU_HAS_BFLOAT16_MATMUL", False)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(pixel_values, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
