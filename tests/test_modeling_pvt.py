@@ -539,3 +539,17 @@ def test_bfloat16_autocast_emulation_matches_pytorchs_bfloat16_kernels(monkeypat
         loss = model(pixel_values, labels=torch.tensor([0, 1])).loss
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_torch_compile_fullgraph_gives_the_same_outputs():
+    """No graph breaks in the forward (fullgraph=True would raise), and the compiled model computes the same."""
+    torch.manual_seed(0)
+    model = PvtForImageClassification(tiny_config()).eval()
+    backbone = PvtBackbone(tiny_config(out_features=ALL_STAGES)).eval()
+    pixel_values = pixels(2, 64, 96)
+    with torch.no_grad():
+        logits = torch.compile(model, fullgraph=True)(pixel_values).logits
+        torch.testing.assert_close(logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
+        compiled_maps = torch.compile(backbone, fullgraph=True)(pixel_values).feature_maps
+        for compiled, eager in zip(compiled_maps, backbone(pixel_values).feature_maps):
+            torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
