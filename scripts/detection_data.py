@@ -182,7 +182,8 @@ def check_boxes(dataset: datasets.Dataset, on_invalid: str = "drop") -> tuple[da
 
     def keep_valid_objects(objects: dict, index: int) -> dict:
         mask = keep_masks[index]
-        return {"objects": {name: [value for value, kept in zip(values, mask) if kept] for name, values in objects.items()}}
+        kept_objects = {name: [value for value, kept in zip(values, mask) if kept] for name, values in objects.items()}
+        return {"objects": kept_objects}
 
     return dataset.map(keep_valid_objects, with_indices=True, input_columns=["objects"]), dropped
 

@@ -85,7 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="pvt-tiny",
         help="The randomly initialised backbone, when there is no --pvt_checkpoint.",
     )
-    model.add_argument("--pvt_config_overrides", type=json.loads, default={}, help='JSON, e.g. \'{"depths": [1, 1, 1, 1]}\'.')
+    model.add_argument(
+        "--pvt_config_overrides",
+        type=json.loads,
+        default={},
+        help='JSON for the random backbone\'s PvtConfig, e.g. \'{"depths": [1, 1, 1, 1]}\'.',
+    )
     model.add_argument(
         "--detector_config_overrides",
         type=json.loads,
@@ -99,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--per_device_train_batch_size", type=int, default=8)
     training.add_argument("--per_device_eval_batch_size", type=int, default=8)
     training.add_argument("--learning_rate", type=float, default=1e-4, help="Of the transformer and the heads.")
-    training.add_argument("--backbone_learning_rate", type=float, default=1e-5, help="Of the PVT backbone (DETR: 1e-5).")
+    training.add_argument("--backbone_learning_rate", type=float, default=1e-5, help="Of the PVT (DETR's: 1e-5).")
     training.add_argument("--weight_decay", type=float, default=1e-4)
     training.add_argument("--max_grad_norm", type=float, default=0.1, help="DETR's gradient clipping; 0 turns it off.")
     training.add_argument("--num_train_epochs", type=int, default=50)
@@ -157,7 +162,7 @@ def make_batch_transform(image_processor):
 
     def transform(examples: dict) -> dict:
         image_ids = examples.get("image_id") or list(range(len(examples["image"])))
-        annotations = [coco_annotations(image_id, objects) for image_id, objects in zip(image_ids, examples["objects"])]
+        annotations = list(map(coco_annotations, image_ids, examples["objects"]))
         images = [image.convert("RGB") for image in examples["image"]]
         return image_processor(images=images, annotations=annotations, return_tensors="pt")
 
@@ -177,8 +182,13 @@ def collate_detection_batch(examples: list[dict]) -> dict:
 
 def build_detector(args: argparse.Namespace, names: list[str]):
     """DETR / Deformable DETR with a PVT backbone: pretrained from --pvt_checkpoint, else a random --pvt_variant."""
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
-    detector_kwargs = {**args.detector_config_overrides, **labels}
+    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+    detector_kwargs = {**args.detector_config_overrides, "num_labels": len(names), **labels}
+    if args.pvt_checkpoint and args.pvt_config_overrides:
+        raise ValueError(
+            "--pvt_config_overrides shape a randomly initialised backbone; with --pvt_checkpoint the checkpoint "
+            "fixes the architecture. Give one of the two."
+        )
     if args.pvt_checkpoint:
         model = pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **detector_kwargs)
     else:
@@ -222,7 +232,8 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
             height, width = label["size"].tolist()
             scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=label["boxes"].device)
             target = {"boxes": center_to_corners_format(label["boxes"]) * scale, "labels": label["class_labels"]}
-            pairs.append(({name: value.cpu() for name, value in prediction.items()}, {n: v.cpu() for n, v in target.items()}))
+            prediction = {name: value.cpu() for name, value in prediction.items()}
+            pairs.append((prediction, {name: value.cpu() for name, value in target.items()}))
         pairs = accelerator.gather_for_metrics(pairs, use_gather_object=True)
         metric.update([prediction for prediction, _ in pairs], [target for _, target in pairs])
     results = metric.compute()

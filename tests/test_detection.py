@@ -573,7 +573,7 @@ def test_training_script_trains_evaluates_saves_and_resumes_exactly(tmp_path):
 
 def test_training_script_runs_deformable_detr_from_a_pvt_checkpoint(tmp_path):
     classifier = saved_tiny_classifier(tmp_path / "pvt", depths=[1, 1, 1, 1])
-    arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", max_train_steps=2)
+    arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", max_train_steps=2, pvt_config_overrides="{}")
     results = train_detection.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}", "--freeze_backbone"])
     assert results["architecture"] == "deformable_detr" and results["completed_steps"] == 2
     model = DeformableDetrForObjectDetection.from_pretrained(tmp_path / "run" / "model")
@@ -597,3 +597,10 @@ def test_training_script_checks_boxes_of_a_local_dataset(tmp_path):
         train_detection.main(arguments + ["--invalid_boxes=error"])
     results = train_detection.main(arguments + ["--invalid_boxes=drop"])
     assert results["completed_steps"] == 1
+
+
+def test_training_script_refuses_config_overrides_for_a_pretrained_backbone(tmp_path):
+    saved_tiny_classifier(tmp_path / "pvt")
+    arguments = tiny_run_arguments(tmp_path / "run", num_train_images=4, num_validation_images=2)
+    with pytest.raises(ValueError, match="with --pvt_checkpoint the checkpoint fixes the architecture"):
+        train_detection.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}"])
