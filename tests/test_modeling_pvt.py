@@ -553,3 +553,31 @@ def test_torch_compile_fullgraph_gives_the_same_outputs():
         compiled_maps = torch.compile(backbone, fullgraph=True)(pixel_values).feature_maps
         for compiled, eager in zip(compiled_maps, backbone(pixel_values).feature_maps):
             torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_pip_install_provides_both_modules(tmp_path):
+    """`pip install .` installs configuration_pvt and modeling_pvt as top-level modules (nothing else of ours)."""
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    ours = sorted(path.name for path in target.iterdir() if path.suffix == ".py" or path.is_dir() and path.name != "__pycache__" and not path.name.endswith(".dist-info"))
+    assert ours == ["configuration_pvt.py", "modeling_pvt.py"]
+    check = textwrap.dedent(
+        f"""
+        import sys
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, {str(target)!r})
+        import modeling_pvt
+        from transformers import AutoConfig
+        assert modeling_pvt.__file__.startswith({str(target)!r}), modeling_pvt.__file__
+        print(type(AutoConfig.for_model("pvt_v1")).__module__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "configuration_pvt"
