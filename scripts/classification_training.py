@@ -32,14 +32,13 @@ from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, PvtImageProcessor, get_scheduler
 
 import modeling_pvt  # noqa: F401  (registers "pvt_v1" with the Auto classes)
-from checkpointing import list_checkpoints
+from checkpointing import CheckpointError, list_checkpoints
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from hub_export import export_model, official_eval_image_processor
 from modeling_pvt import PvtForImageClassification
 from training_data import (
     AugmentationArguments,
     DataArguments,
-    DataError,
     ImageClassificationDataset,
     build_batch_mixing,
     build_eval_transform,
@@ -223,7 +222,7 @@ def prepare_output_dir(accelerator: Accelerator, run_args: RunArguments) -> Path
         if (output_dir / EXPORT_DIR_NAME).exists():
             earlier.append(EXPORT_DIR_NAME)
         if earlier and not run_args.overwrite_output_dir:
-            raise DataError(
+            raise CheckpointError(
                 f"{output_dir} already holds an earlier run ({', '.join(earlier[:5])}); nothing was changed. Continue "
                 "it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
                 "--output_dir."

@@ -256,7 +256,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not (output_dir / "export").exists() and not (output_dir / "all_results.json").exists()
 
     # The run is not silently mixed with a new one, and cannot resume with a different batch layout.
-    with pytest.raises(DataError, match=r"already holds an earlier run .*--resume_from_checkpoint latest"):
+    with pytest.raises(CheckpointError, match=r"already holds an earlier run .*--resume_from_checkpoint latest"):
         train.main(arguments)
     with pytest.raises(CheckpointError, match=r"per_device_train_batch_size: 8 in the checkpoint, 4 now"):
         train.main(arguments + ["--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "4"])
