@@ -237,7 +237,8 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
         pairs = accelerator.gather_for_metrics(pairs, use_gather_object=True)
         metric.update([prediction for prediction, _ in pairs], [target for _, target in pairs])
     results = metric.compute()
-    return {name: round(float(results[name]), 4) for name in REPORTED_METRICS}
+    # torchmetrics reports -1 where a quantity does not apply (e.g. map_large without large objects): left out.
+    return {name: round(float(results[name]), 4) for name in REPORTED_METRICS if float(results[name]) != -1}
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
