@@ -425,12 +425,13 @@ class PvtPreTrainedModel(PreTrainedModel):
                 }
                 config_dict, _ = PvtConfig.get_config_dict(pretrained_model_name_or_path, **config_kwargs)
                 if config_dict.get("model_type") == "pvt":
-                    model = super().from_pretrained(
+                    loaded = super().from_pretrained(
                         pretrained_model_name_or_path, *args, key_mapping=BUILTIN_PVT_KEY_MAPPING, **kwargs
                     )
+                    model = loaded[0] if isinstance(loaded, tuple) else loaded  # with output_loading_info=True
                     # Saving writes our own layout, not the built-in one it was read from.
                     model._weight_conversions = []
-                    return model
+                    return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):

@@ -112,7 +112,9 @@ def test_builtin_checkpoint_loads_into_every_class_with_identical_outputs(tmp_pa
         for ours, theirs in zip(outputs.hidden_states, expected.hidden_states):
             torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
-        base = PvtModel.from_pretrained(tmp_path / "builtin").eval()
+        base, loading_info = PvtModel.from_pretrained(tmp_path / "builtin", output_loading_info=True)
+        assert loading_info["missing_keys"] == set() and not loading_info["mismatched_keys"]
+        base.eval()
         torch.testing.assert_close(base(pixel_values).last_hidden_state, expected.hidden_states[-1], atol=1e-5, rtol=0)
 
         backbone = PvtBackbone.from_pretrained(tmp_path / "builtin", out_features=ALL_STAGES).eval()
