@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import benchmark
-from benchmark import BUILTIN, EAGER, OURS, TEST_VARIANT, Comparison, Timing
+from benchmark import BUILTIN, COMPILED, EAGER, OURS, TEST_VARIANT, Comparison, Timing
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,7 @@ def test_targets_report_pass_miss_and_not_measured():
     ]
     profiles = [{"implementation": OURS, "variant": "pvt-small", "batch_size": 8, "height": 224, "width": 224,
                  "outside_matmul_percent": 30.0, "outside_matmul_conv_attention_percent": 20.0}]
-    targets = {row["target"]: row for row in benchmark.evaluate_targets(comparisons, profiles, benchmark.BenchmarkPlan())}
-    rows = list(targets.values())
+    rows = benchmark.evaluate_targets(comparisons, profiles, benchmark.BenchmarkPlan())
     assert rows[0]["status"] == "PASS" and rows[0]["measured"] == pytest.approx(1.5)  # pvt-small picked, not tiny
     assert rows[1]["status"] == "MISS"  # bfloat16 needs 2x
     assert rows[2]["status"] == "NOT MEASURED"  # no training step
@@ -123,6 +122,16 @@ def test_targets_report_pass_miss_and_not_measured():
     assert rows[4]["status"] == "PASS" and rows[4]["measured"] == pytest.approx(0.7)
     assert rows[5]["status"] == "MISS" and rows[6]["status"] == "PASS"
     assert rows[7]["status"] == "NOT MEASURED"  # no compile case
+
+    def compile_target(comparison):
+        return benchmark.evaluate_targets(comparisons + [comparison], profiles, benchmark.BenchmarkPlan())[7]
+
+    failed = Comparison("compile", "pvt-small", "classification", "inference", 8, 224, 224, error="changed outputs")
+    assert compile_target(failed)["status"] == "MISS" and compile_target(failed)["measured_on"] == "changed outputs"
+    for compiled_seconds, status in ((1.0, "MISS"), (0.8, "PASS")):  # compiled must be strictly faster
+        timed = Comparison("compile", "pvt-small", "classification", "inference", 8, 224, 224, subject=COMPILED)
+        timed.record_timings({COMPILED: Timing([compiled_seconds] * 3), OURS: Timing([1.0] * 3)})
+        assert compile_target(timed)["status"] == status
 
 
 def test_profile_accounts_for_the_whole_forward(tiny_models):
@@ -171,7 +180,8 @@ def test_peak_memory_of_a_fresh_process_sees_the_attention_matrix():
 
 def test_main_writes_table_json_and_plot(tmp_path, capsys):
     exit_code = benchmark.main(
-        ["--tiny", "--output_dir", str(tmp_path), "--rounds", "2", "--cases", "resolutions", "profile", "--memory_cases"]
+        ["--tiny", "--output_dir", str(tmp_path), "--rounds", "2", "--cases", "resolutions", "profile"]
+        + ["--memory_cases"]  # none: the fresh-process worker has its own test
     )
     assert exit_code == 0
     stdout = capsys.readouterr().out
