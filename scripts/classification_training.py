@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
-from transformers import AutoImageProcessor, PvtImageProcessor, get_scheduler
+from transformers import AutoConfig, AutoImageProcessor, PvtImageProcessor, get_scheduler
 
 import modeling_pvt  # noqa: F401  (registers "pvt_v1" with the Auto classes)
 from checkpointing import CheckpointError, list_checkpoints
@@ -39,6 +39,7 @@ from modeling_pvt import PvtForImageClassification
 from training_data import (
     AugmentationArguments,
     DataArguments,
+    DataError,
     ImageClassificationDataset,
     build_batch_mixing,
     build_eval_transform,
@@ -155,6 +156,13 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForIma
         raise ValueError(
             f"{sorted(overrides)} change the architecture, which only applies to training from scratch (--variant); "
             "a fine-tuned model keeps the architecture of --model_name_or_path."
+        )
+    pretrained_labels = AutoConfig.from_pretrained(model_args.model_name_or_path).num_labels
+    if pretrained_labels != len(names) and not model_args.ignore_mismatched_sizes:
+        raise DataError(
+            f"{model_args.model_name_or_path} classifies {pretrained_labels} classes but the data has {len(names)} "
+            f"({names[:10]}{'...' if len(names) > 10 else ''}): pass --ignore_mismatched_sizes to train a new "
+            "classifier head on top of the pretrained network."
         )
     extra = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     model = PvtForImageClassification.from_pretrained(

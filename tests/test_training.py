@@ -21,6 +21,7 @@ from sklearn.metrics import top_k_accuracy_score
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
+import demo
 import finetune_with_trainer
 import train
 from checkpointing import CheckpointError, NonFiniteLossError, list_checkpoints
@@ -45,7 +46,17 @@ SHORT_RUN = TINY_MODEL + [
     "--learning_rate", "1e-3",
     "--num_warmup_steps", "1",
 ]  # fmt: skip
-SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+# Networks this small run fastest on one thread per process (and the machine's cores are shared); in-process and
+# subprocess runs use the same thread count, so that their results agree to the bit.
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def read_results(output_dir) -> dict:
@@ -192,20 +203,30 @@ def write_image_folder(root) -> dict[str, int]:
     return counts
 
 
-def test_image_folder_with_odd_modes_and_a_corrupt_file(tmp_path):
+def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
     counts = write_image_folder(tmp_path / "images")
     folders = ["--train_dir", str(tmp_path / "images" / "train"), "--validation_dir", str(tmp_path / "images" / "validation")]
     with pytest.raises(DataError, match=r"cannot be read: .*corrupt\.png.*--corrupt_images skip"):
         load_image_classification_dataset(DataArguments(train_dir=folders[1], validation_dir=folders[3]))
 
+    # Fine-tune a saved 5-class PVT on the 2 classes; learning rate 0 keeps the pretrained network as it was.
+    pretrained = PvtForImageClassification(tiny_config(image_size=32))
+    pretrained.save_pretrained(tmp_path / "pretrained")
     output_dir = tmp_path / "run"
-    results = train.main(
-        SHORT_RUN + folders + ["--corrupt_images", "skip", "--max_train_steps", "2", "--output_dir", str(output_dir)]
-    )
+    arguments = folders + ["--model_name_or_path", str(tmp_path / "pretrained"), "--corrupt_images", "skip"]
+    arguments += ["--per_device_train_batch_size", "4", "--max_train_steps", "2", "--output_dir", str(output_dir)]
+    with pytest.raises(DataError, match=r"classifies 5 classes but the data has 2 .*--ignore_mismatched_sizes"):
+        train.main(arguments)
+    results = train.main(arguments + ["--ignore_mismatched_sizes", "--learning_rate", "0"])
     assert results["unreadable_images_skipped"] == 1
     assert results["train_samples"] == counts["train"] and results["eval_samples"] == counts["validation"]
     config = json.loads((output_dir / "export" / "config.json").read_text())
     assert config["id2label"] == {"0": "circle", "1": "square"}
+    exported = load_file(output_dir / "export" / "model.safetensors")
+    assert exported["classifier.weight"].shape == (2, 64)
+    for name, tensor in pretrained.state_dict().items():
+        if not name.startswith("classifier."):
+            torch.testing.assert_close(exported[name], tensor, atol=0, rtol=0)
     dataset, _ = load_image_classification_dataset(
         DataArguments(train_dir=folders[1], validation_dir=folders[3], corrupt_images="skip")
     )
@@ -356,3 +377,11 @@ def test_trainer_fine_tunes_saves_and_reloads_with_the_same_logits(tmp_path):
             reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
             assert type(reloaded).__name__ == "PvtForImageClassification"
             torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected, atol=1e-6, rtol=0)
+
+
+def test_demo_reloads_its_export_and_reports_the_training_accuracy(tmp_path, capsys):
+    accuracy = demo.main(["--output_dir", str(tmp_path / "demo"), "--num_train_epochs", "1"])
+    results = read_results(tmp_path / "demo")
+    assert results["train_steps"] == 24 and results["eval_samples"] == 270  # one epoch of the 1,527 digits
+    assert accuracy == pytest.approx(results["eval_accuracy"])  # the reloaded export, as evaluated in training
+    assert f"Validation accuracy of the reloaded export: {accuracy:.2%}" in capsys.readouterr().out
