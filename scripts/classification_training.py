@@ -31,11 +31,10 @@ from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoImageProcessor, PvtImageProcessor, get_scheduler
 
-import modeling_pvt  # noqa: F401  (registers "pvt_v1" with the Auto classes)
 from checkpointing import CheckpointError, list_checkpoints
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from hub_export import export_model, official_eval_image_processor
-from modeling_pvt import PvtForImageClassification
+from modeling_pvt import PvtForImageClassification  # importing it registers "pvt_v1" with the Auto classes
 from training_data import (
     AugmentationArguments,
     DataArguments,
@@ -76,7 +75,7 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "A folder or Hub repo with a PVT classifier to fine-tune (this project's or Transformers' Pvt)."},
+        metadata={"help": "A folder or Hub repo holding a PVT classifier to fine-tune (ours or Transformers' Pvt)."},
     )
     variant: str = field(
         default="pvt-tiny", metadata={"help": f"Train this paper variant from scratch: one of {list(PVT_VARIANTS)}."}
@@ -104,8 +103,12 @@ class OptimizationArguments:
     )
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay of linear and conv weights."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any name of transformers.get_scheduler."})
-    num_warmup_steps: int | None = field(default=None, metadata={"help": "Warm-up steps (default: --num_warmup_epochs)."})
-    num_warmup_epochs: float = field(default=5.0, metadata={"help": "Warm-up length in epochs if no --num_warmup_steps."})
+    num_warmup_steps: int | None = field(
+        default=None, metadata={"help": "Warm-up steps (default: --num_warmup_epochs)."}
+    )
+    num_warmup_epochs: float = field(
+        default=5.0, metadata={"help": "Warm-up length in epochs when --num_warmup_steps is not given."}
+    )
     max_grad_norm: float | None = field(default=None, metadata={"help": "Gradient clipping (default: per variant)."})
 
 
@@ -141,7 +144,11 @@ class RunArguments:
 
 def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForImageClassification, PvtImageProcessor]:
     """The classifier with a head for `names`, and the image processor its export will carry."""
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    labels = {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: index for index, name in enumerate(names)},
+    }
     overrides = {name: getattr(model_args, name) for name in ARCHITECTURE_OVERRIDES if getattr(model_args, name)}
     if model_args.model_name_or_path is None:
         recipe = VARIANT_RECIPES.get(model_args.variant, {"drop_path_rate": 0.1})
@@ -331,7 +338,10 @@ def train_image_classifier(
         model, optimizer, train_dataloader, eval_dataloader
     )
     plan = plan_training_steps(
-        len(train_dataloader), run_args.gradient_accumulation_steps, run_args.num_train_epochs, run_args.max_train_steps
+        len(train_dataloader),
+        run_args.gradient_accumulation_steps,
+        run_args.num_train_epochs,
+        run_args.max_train_steps,
     )
     num_warmup_steps = optimization_args.num_warmup_steps
     if num_warmup_steps is None:
@@ -351,7 +361,8 @@ def train_image_classifier(
     if run_args.with_tracking:
         settings = {**asdict(data_args), **asdict(model_args), **asdict(optimization_args)}
         settings.update({**asdict(augmentation_args), **asdict(run_args), "learning_rate": learning_rate})
-        accelerator.init_trackers("pvt_image_classification", {k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))})
+        loggable = {name: value for name, value in settings.items() if isinstance(value, (int, float, str, bool))}
+        accelerator.init_trackers("pvt_image_classification", loggable)
     accelerator.print(
         f"Training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_dataset)} images "
         f"({len(names)} classes) on {accelerator.num_processes} process(es), validating on {len(eval_dataset)}: "

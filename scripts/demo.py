@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> float:
     # A network this small gains nothing from splitting each operation over two cores (and loses much when the
     # other core is busy): one core computes, the other prepares batches in a data-loader worker.
     torch.set_num_threads(1)
-    results = train_image_classifier(
+    train_image_classifier(
         DataArguments(),
         DEMO_MODEL,
         DEMO_OPTIMIZATION,

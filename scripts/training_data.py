@@ -53,10 +53,12 @@ class DataArguments:
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The configuration of --dataset_name."})
-    train_dir: str | None = field(default=None, metadata={"help": "A folder of training images, one sub-folder per class."})
+    train_dir: str | None = field(
+        default=None, metadata={"help": "A folder of training images, one sub-folder per class."}
+    )
     validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images, same layout."})
     train_val_split: float = field(
-        default=0.15, metadata={"help": "Fraction of train split off for validation when there is no validation split."}
+        default=0.15, metadata={"help": "Fraction of train split off for validation if there is no validation split."}
     )
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "The column holding the class indices."})
@@ -95,7 +97,7 @@ class AugmentationArguments:
     rand_augment_num_ops: int = field(default=2, metadata={"help": "RandAugment operations per image (0: off)."})
     rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude, 0..10 (DeiT: m9)."})
     random_erasing_probability: float = field(default=0.25, metadata={"help": "Probability of random erasing."})
-    mixup: float = field(default=0.8, metadata={"help": "MixUp alpha (0: off). With --cutmix, one of the two per batch."})
+    mixup: float = field(default=0.8, metadata={"help": "MixUp alpha (0: off). With --cutmix, one of them per batch."})
     cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0: off)."})
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the cross-entropy loss."})
 
@@ -110,7 +112,8 @@ def load_digits_dataset() -> DatasetDict:
     features = datasets.Features(
         {"image": datasets.Image(), "label": ClassLabel(names=[str(digit) for digit in range(10)])}
     )
-    return DatasetDict({"train": Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)})
+    train = Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
+    return DatasetDict({"train": train})
 
 
 def load_raw_dataset(args: DataArguments) -> DatasetDict:

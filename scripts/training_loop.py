@@ -103,7 +103,10 @@ class TrainingPlan:
 
 
 def plan_training_steps(
-    num_batches_per_epoch: int, gradient_accumulation_steps: int, num_train_epochs: int, max_train_steps: int | None = None
+    num_batches_per_epoch: int,
+    gradient_accumulation_steps: int,
+    num_train_epochs: int,
+    max_train_steps: int | None = None,
 ) -> TrainingPlan:
     """How many optimizer updates and epochs; `num_batches_per_epoch` is the prepared (per-process) dataloader's
     length. `max_train_steps`, when given, overrides `num_train_epochs`."""
@@ -171,58 +174,64 @@ def run_training(
         total=plan.max_train_steps, initial=progress.completed_steps, disable=not accelerator.is_local_main_process
     )
     start_epoch, _ = progress.resume_point()
-    for epoch in range(start_epoch, plan.num_train_epochs):
-        if progress.completed_steps >= plan.max_train_steps:
-            break
-        model.train()
-        set_epoch(train_dataloader, epoch)
-        batches = resume_batches(accelerator, train_dataloader, progress) if epoch == start_epoch else train_dataloader
-        if epoch != progress.epoch or progress.epoch_finished:
-            progress = TrainingProgress(completed_steps=progress.completed_steps, epoch=epoch)
-        window_losses = []
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = compute_loss(model, batch)
-                losses = accelerator.gather(loss.detach().float().reshape(1))
-                try:
-                    check_finite_loss(losses, progress, output_dir)
-                except NonFiniteLossError:
-                    progress_bar.close()
-                    write_history(accelerator, history, output_dir)  # the curves up to the failure
-                    raise
-                window_losses.append(losses.mean())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            progress.batches_seen += 1
-            if not accelerator.sync_gradients:
-                continue
-            learning_rate = lr_scheduler.get_last_lr()[0]
-            lr_scheduler.step()
-            progress.completed_steps += 1
-            train_loss = torch.stack(window_losses).mean().item()
-            window_losses = []
-            history.log_step(progress.completed_steps, epoch, loss=train_loss, learning_rate=learning_rate)
-            accelerator.log({"train_loss": train_loss, "learning_rate": learning_rate, "epoch": epoch}, step=progress.completed_steps)
-            progress_bar.update(1)
-            progress_bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", lr=f"{learning_rate:.2e}", refresh=False)
-            if isinstance(checkpointing_steps, int) and progress.completed_steps % checkpointing_steps == 0:
-                save(f"step_{progress.completed_steps}")
+    try:
+        for epoch in range(start_epoch, plan.num_train_epochs):
             if progress.completed_steps >= plan.max_train_steps:
                 break
+            model.train()
+            set_epoch(train_dataloader, epoch)
+            if epoch == start_epoch:
+                batches = resume_batches(accelerator, train_dataloader, progress)
+            else:
+                batches = train_dataloader
+            if epoch != progress.epoch or progress.epoch_finished:  # a new epoch, not the rest of a resumed one
+                progress = TrainingProgress(completed_steps=progress.completed_steps, epoch=epoch)
+            window_losses = []
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    loss = compute_loss(model, batch)
+                    losses = accelerator.gather(loss.detach().float().reshape(1))  # every process's loss
+                    check_finite_loss(losses, progress, output_dir)
+                    window_losses.append(losses.mean())
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                progress.batches_seen += 1
+                if not accelerator.sync_gradients:
+                    continue
+                learning_rate = lr_scheduler.get_last_lr()[0]
+                lr_scheduler.step()
+                progress.completed_steps += 1
+                train_loss = torch.stack(window_losses).mean().item()
+                window_losses = []
+                history.log_step(progress.completed_steps, epoch, loss=train_loss, learning_rate=learning_rate)
+                accelerator.log(
+                    {"train_loss": train_loss, "learning_rate": learning_rate, "epoch": epoch},
+                    step=progress.completed_steps,
+                )
+                progress_bar.update(1)
+                progress_bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", lr=f"{learning_rate:.1e}")
+                if isinstance(checkpointing_steps, int) and progress.completed_steps % checkpointing_steps == 0:
+                    save(f"step_{progress.completed_steps}")
+                if progress.completed_steps >= plan.max_train_steps:
+                    break
 
-        metrics = evaluate(model)
-        history.log_evaluation(progress.completed_steps, epoch, **metrics)
-        accelerator.log({f"eval_{name}": value for name, value in metrics.items()}, step=progress.completed_steps)
-        if accelerator.is_local_main_process:
-            shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-            progress_bar.write(f"epoch {epoch} (step {progress.completed_steps}): {shown}")
-        progress.epoch_finished = True
-        if checkpointing_steps == "epoch":
-            save(f"epoch_{epoch}")
-    progress_bar.close()
+            metrics = evaluate(model)
+            history.log_evaluation(progress.completed_steps, epoch, **metrics)
+            accelerator.log({f"eval_{name}": value for name, value in metrics.items()}, step=progress.completed_steps)
+            if accelerator.is_local_main_process:
+                shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+                progress_bar.write(f"epoch {epoch} (step {progress.completed_steps}): {shown}")
+            progress.epoch_finished = True
+            if checkpointing_steps == "epoch":
+                save(f"epoch_{epoch}")
+    except NonFiniteLossError:
+        write_history(accelerator, history, output_dir)  # the curves up to the failure
+        raise
+    finally:
+        progress_bar.close()
 
     if history.last_evaluation is None or history.last_evaluation["step"] != progress.completed_steps:
         # Resumed from a checkpoint taken at the very last step, before its evaluation.

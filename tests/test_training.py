@@ -120,7 +120,8 @@ def test_to_rgb_handles_grayscale_alpha_palette_cmyk_and_16_bit():
     expected = np.round(np.array([[0, 25700], [65535, 30000]]) / 257).astype(np.uint8)  # scaled, not clipped
     np.testing.assert_array_equal(np.asarray(to_rgb(sixteen_bit))[:, :, 1], expected)
 
-    rgba = PIL.Image.fromarray(np.array([[[200, 0, 0, 255], [200, 0, 0, 0]], [[0, 100, 0, 128], [0, 0, 0, 255]]], np.uint8))
+    rgba_pixels = [[[200, 0, 0, 255], [200, 0, 0, 0]], [[0, 100, 0, 128], [0, 0, 0, 255]]]
+    rgba = PIL.Image.fromarray(np.array(rgba_pixels, dtype=np.uint8))
     rgb = np.asarray(to_rgb(rgba)).astype(np.float64)
     pixels = np.asarray(rgba).astype(np.float64)
     alpha = pixels[:, :, 3:] / 255
@@ -205,9 +206,10 @@ def write_image_folder(root) -> dict[str, int]:
 
 def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
     counts = write_image_folder(tmp_path / "images")
-    folders = ["--train_dir", str(tmp_path / "images" / "train"), "--validation_dir", str(tmp_path / "images" / "validation")]
+    train_dir, validation_dir = str(tmp_path / "images" / "train"), str(tmp_path / "images" / "validation")
+    folders = ["--train_dir", train_dir, "--validation_dir", validation_dir]
     with pytest.raises(DataError, match=r"cannot be read: .*corrupt\.png.*--corrupt_images skip"):
-        load_image_classification_dataset(DataArguments(train_dir=folders[1], validation_dir=folders[3]))
+        load_image_classification_dataset(DataArguments(train_dir=train_dir, validation_dir=validation_dir))
 
     # Fine-tune a saved 5-class PVT on the 2 classes; learning rate 0 keeps the pretrained network as it was.
     pretrained = PvtForImageClassification(tiny_config(image_size=32))
@@ -228,7 +230,7 @@ def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
         if not name.startswith("classifier."):
             torch.testing.assert_close(exported[name], tensor, atol=0, rtol=0)
     dataset, _ = load_image_classification_dataset(
-        DataArguments(train_dir=folders[1], validation_dir=folders[3], corrupt_images="skip")
+        DataArguments(train_dir=train_dir, validation_dir=validation_dir, corrupt_images="skip")
     )
     modes = {image.mode for image in dataset["train"]["image"]}
     assert {"L", "RGBA", "CMYK"} <= modes and modes & {"I;16", "I"}  # converted only when used
@@ -255,13 +257,15 @@ def test_bad_inputs_stop_with_clear_messages(tmp_path):
     datasets.Dataset.from_dict({"image": [blank] * 3, "label": [0, -1, 2]}, features=features).to_parquet(
         str(data_dir / "data" / "validation-00000-of-00001.parquet")
     )
-    with pytest.raises(DataError, match=r"1 label\(s\) of the 'validation' split are outside 0\.\.2.*example 1 has label -1"):
+    out_of_range = r"1 label\(s\) of the 'validation' split are outside 0\.\.2.*example 1 has label -1"
+    with pytest.raises(DataError, match=out_of_range):
         train.main(SHORT_RUN + output_dir + ["--dataset_name", str(data_dir)])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     output_dir = tmp_path / "run"
-    arguments = TINY_MODEL + ["--per_device_train_batch_size", "8", "--max_train_samples", "48", "--max_eval_samples", "8"]
+    arguments = TINY_MODEL + ["--per_device_train_batch_size", "8"]
+    arguments += ["--max_train_samples", "48", "--max_eval_samples", "8"]
     arguments += ["--learning_rate", "1e30", "--num_warmup_steps", "0", "--max_train_steps", "6"]
     arguments += ["--checkpointing_steps", "1", "--output_dir", str(output_dir)]
     with pytest.raises(NonFiniteLossError) as stopped:
@@ -271,7 +275,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert 1 <= good_steps < 6 and all(np.isfinite(record["loss"]) for record in history["steps"])
     last_good = output_dir / f"step_{good_steps}"
     assert f"optimizer step {good_steps + 1}" in str(stopped.value) and str(last_good) in str(stopped.value)
-    assert [path.name for path in list_checkpoints(output_dir)] == [f"step_{step}" for step in range(1, good_steps + 1)]
+    checkpoints = [path.name for path in list_checkpoints(output_dir)]
+    assert checkpoints == [f"step_{step}" for step in range(1, good_steps + 1)]
     weights = load_file(last_good / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
     assert not (output_dir / "export").exists() and not (output_dir / "all_results.json").exists()
