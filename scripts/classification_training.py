@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from huggingface_hub import constants
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoImageProcessor, PvtImageProcessor, get_scheduler
 
@@ -35,6 +36,7 @@ from checkpointing import CheckpointError, list_checkpoints
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from hub_export import export_model, official_eval_image_processor
 from modeling_pvt import PvtForImageClassification  # importing it registers "pvt_v1" with the Auto classes
+from push_to_hub import PushError, check_repo_id, push_export
 from training_data import (
     AugmentationArguments,
     DataArguments,
@@ -274,11 +276,11 @@ def check_push_settings(run_args: RunArguments) -> None:
     """Fail before training, not after, when the upload cannot happen."""
     if not run_args.push_to_hub:
         return
-    from push_to_hub import check_repo_id
-
     if run_args.hub_model_id is None:
-        raise ValueError("--push_to_hub needs --hub_model_id org/name.")
+        raise PushError("--push_to_hub needs --hub_model_id org/name.")
     check_repo_id(run_args.hub_model_id)
+    if constants.is_offline_mode():
+        raise PushError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub.")
 
 
 def train_image_classifier(
@@ -366,8 +368,8 @@ def train_image_classifier(
     accelerator.print(
         f"Training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_dataset)} images "
         f"({len(names)} classes) on {accelerator.num_processes} process(es), validating on {len(eval_dataset)}: "
-        f"{plan.max_train_steps} optimizer steps, "
-        f"{plan.num_train_epochs} epochs, total batch size {total_batch_size}, learning rate {learning_rate:.2e}."
+        f"{plan.max_train_steps} optimizer steps ({num_warmup_steps} warm-up), {plan.num_train_epochs} epochs, total "
+        f"batch size {total_batch_size}, learning rate {learning_rate:.2e}."
     )
 
     history = run_training(
@@ -422,8 +424,6 @@ def train_image_classifier(
         write_json(output_dir / "all_results.json", results)
         accelerator.print(f"Exported the model to {export_dir}; results: {results}")
         if run_args.push_to_hub:
-            from push_to_hub import push_export
-
             push_export(export_dir, run_args.hub_model_id, commit_message="End of training")
     accelerator.wait_for_everyone()
     accelerator.end_training()

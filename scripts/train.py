@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 
 from checkpointing import CheckpointError, NonFiniteLossError
 from classification_training import ModelArguments, OptimizationArguments, RunArguments, train_image_classifier
+from push_to_hub import PushError
 from training_data import AugmentationArguments, DataArguments, DataError
 
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, OptimizationArguments, AugmentationArguments, RunArguments)
@@ -36,5 +37,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, CheckpointError, NonFiniteLossError) as error:
+    except (DataError, CheckpointError, NonFiniteLossError, PushError) as error:
         sys.exit(f"error: {error}")

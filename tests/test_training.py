@@ -29,6 +29,7 @@ from classification_training import TOP_K_ACCURACY_METRIC
 from tests.conftest import REPO_ROOT, tiny_config
 from hub_export import validate_export_dir
 from modeling_pvt import PvtForImageClassification
+from push_to_hub import PushError
 from training_data import DataArguments, DataError, load_image_classification_dataset, to_rgb
 from training_loop import weight_decay_parameter_groups
 
@@ -245,6 +246,10 @@ def test_bad_inputs_stop_with_clear_messages(tmp_path):
         train.main(SHORT_RUN + output_dir + ["--max_train_samples", "0"])
     with pytest.raises(DataError, match=r"'validation' split is empty"):
         train.main(SHORT_RUN + output_dir + ["--max_eval_samples", "0"])
+    with pytest.raises(PushError, match=r"--push_to_hub needs --hub_model_id"):  # before any training
+        train.main(SHORT_RUN + output_dir + ["--push_to_hub"])
+    with pytest.raises(PushError, match=r"needs the network, but HF_HUB_OFFLINE is set"):
+        train.main(SHORT_RUN + output_dir + ["--push_to_hub", "--hub_model_id", "my-org/pvt-digits"])
 
     # A Hub-style dataset (parquet files) whose validation split marks unlabelled examples with -1.
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
