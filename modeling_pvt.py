@@ -315,6 +315,12 @@ class PvtDropPath(nn.Module):
         return f"p={self.drop_prob}"
 
 
+# Without gradients, the MLP runs over chunks of this many tokens (counted over the whole batch) unless
+# `config.chunk_size_feed_forward` says otherwise: the same numbers, faster (the hidden activations stay in cache)
+# and with a fraction of the peak memory at detection resolutions.
+INFERENCE_MLP_CHUNK_TOKENS = 2048
+
+
 class PvtLayer(GradientCheckpointingLayer):
     """Pre-norm transformer layer: x + attention(norm(x)), then x + mlp(norm(x))."""
 
@@ -326,13 +332,24 @@ class PvtLayer(GradientCheckpointingLayer):
         self.layer_norm_2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.mlp = PvtMLP(config, stage_index)
         self.drop_path = PvtDropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.chunk_size_feed_forward = config.chunk_size_feed_forward
 
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> torch.Tensor:
         attention_output, _ = self.attention(self.layer_norm_1(hidden_states), height, width, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
-        return hidden_states + self.drop_path(self.mlp(self.layer_norm_2(hidden_states)))
+        chunk_size = self.chunk_size_feed_forward or (0 if torch.is_grad_enabled() else INFERENCE_MLP_CHUNK_TOKENS)
+        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])  # (B * N, C): the MLP is token-wise
+        if 0 < chunk_size < tokens.shape[0]:
+            chunks = [self.feed_forward(chunk) for chunk in tokens.split(chunk_size)]
+            mlp_output = torch.cat(chunks).view_as(hidden_states)
+        else:
+            mlp_output = self.feed_forward(hidden_states)
+        return hidden_states + self.drop_path(mlp_output)
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.layer_norm_2(hidden_states))
 
 
 class PvtStage(nn.Module):

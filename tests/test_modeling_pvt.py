@@ -583,3 +583,21 @@ def test_pip_install_provides_both_modules(tmp_path):
     result = subprocess.run([sys.executable, "-I", "-c", check], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "configuration_pvt"
+
+
+def test_chunked_feed_forward_computes_the_same():
+    """The MLP is token-wise: over chunks (`chunk_size_feed_forward`, or by default at inference) or in one piece,
+    the numbers are the same."""
+    torch.manual_seed(0)
+    whole = PvtForImageClassification(tiny_config(chunk_size_feed_forward=10**9)).eval()
+    chunked = PvtForImageClassification(tiny_config(chunk_size_feed_forward=7)).eval()
+    default = PvtForImageClassification(tiny_config()).eval()  # chunks of INFERENCE_MLP_CHUNK_TOKENS without gradients
+    chunked.load_state_dict(whole.state_dict())
+    default.load_state_dict(whole.state_dict())
+    pixel_values = pixels(2, 160, 256)  # 2 x 2560 stage-1 tokens: more than one default chunk
+    reference = whole(pixel_values, output_hidden_states=True)
+    with torch.no_grad():
+        for model in (chunked, default):
+            outputs = model(pixel_values, output_hidden_states=True)
+            for ours, theirs in zip(outputs.hidden_states, reference.hidden_states):
+                torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
