@@ -1128,7 +1128,16 @@ def run_benchmark(plan: BenchmarkPlan, device: torch.device, compile_backend: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Runs the benchmark; the process-wide settings it changes (log verbosity, threads) are restored after."""
+    verbosity, threads = transformers.logging.get_verbosity(), torch.get_num_threads()
+    try:
+        return run_command(sys.argv[1:] if argv is None else argv)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        torch.set_num_threads(threads)
+
+
+def run_command(argv: list[str]) -> int:
     args = parse_args(argv)
     transformers.logging.set_verbosity_error()
     if args.threads:

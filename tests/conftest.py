@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,9 +17,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from configuration_pvt import PvtConfig  # noqa: E402
 
-OFFICIAL_FIXTURE_DIR = Path(
-    os.environ.get("PVT_OFFICIAL_FIXTURE_DIR", REPO_ROOT.parent / "shared" / "fixtures" / "official_pvt_v1")
-)
+def find_official_fixture_dir() -> Path:
+    """$PVT_OFFICIAL_FIXTURE_DIR, else shared/fixtures/official_pvt_v1 beside this checkout or one of its parents,
+    or beside the local repository it was cloned from."""
+    if "PVT_OFFICIAL_FIXTURE_DIR" in os.environ:
+        return Path(os.environ["PVT_OFFICIAL_FIXTURE_DIR"])
+    checkouts = [REPO_ROOT]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        checkouts.append(Path(origin).resolve())
+    candidates = [folder / "shared" / "fixtures" / "official_pvt_v1" for checkout in checkouts for folder in checkout.parents]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+OFFICIAL_FIXTURE_DIR = find_official_fixture_dir()
 
 
 def tiny_config(**overrides) -> PvtConfig:
