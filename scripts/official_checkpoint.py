@@ -159,8 +159,9 @@ def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raise unreadable_checkpoint_error(path, error) from error
         raise OfficialCheckpointError(
             f"{path} is refused: it holds Python objects other than tensors ({name}), and unpickling those could "
-            "run arbitrary code. Only if you trust its source, re-save the weights alone and convert that file: "
-            'torch.save(torch.load(path, weights_only=False)["model"], "weights_only.pth").'
+            "run arbitrary code. Only if you trust its source and that class, allow it by name and re-save the "
+            "weights alone, then convert that file: with torch.serialization.safe_globals([<that class>]): "
+            'torch.save(torch.load(path, weights_only=True)["model"], "weights_only.pth").'
         ) from error
     except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
         raise unreadable_checkpoint_error(path, error) from error
