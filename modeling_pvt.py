@@ -64,7 +64,7 @@ AUTO_MAP: dict[str, str] = {
 
 
 def native_grid_sizes(config: PvtConfig) -> list[tuple[int, int]]:
-    """Token grid (height, width) of every stage at `config.image_size`: the grids position embeddings are stored on."""
+    """Token grid (height, width) of every stage at `config.image_size`, where position embeddings are stored."""
     height, width = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
     grids = []
     for patch_size, stride in zip(config.patch_sizes, config.strides):
@@ -408,6 +408,19 @@ def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torc
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
 
 
+def is_builtin_pvt_checkpoint(name_or_path, load_kwargs: dict) -> bool:
+    """Whether a checkpoint's config.json says model_type "pvt": Transformers' built-in Pvt layout."""
+    if name_or_path is None or isinstance(load_kwargs.get("config"), PvtConfig):
+        return False
+    hub_kwargs = {
+        name: load_kwargs[name]
+        for name in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+        if name in load_kwargs
+    }
+    config_dict, _ = PvtConfig.get_config_dict(name_or_path, **hub_kwargs)
+    return config_dict.get("model_type") == "pvt"
+
+
 class PvtPreTrainedModel(PreTrainedModel):
     config_class = PvtConfig
     config: PvtConfig
@@ -432,24 +445,15 @@ class PvtPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Also loads checkpoints of Transformers' built-in Pvt (config model_type "pvt"), renaming their keys."""
-        if kwargs.get("key_mapping") is None and pretrained_model_name_or_path is not None:
-            config = kwargs.get("config")
-            if not isinstance(config, PvtConfig):
-                config_kwargs = {
-                    name: kwargs[name]
-                    for name in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-                    if name in kwargs
-                }
-                config_dict, _ = PvtConfig.get_config_dict(pretrained_model_name_or_path, **config_kwargs)
-                if config_dict.get("model_type") == "pvt":
-                    loaded = super().from_pretrained(
-                        pretrained_model_name_or_path, *args, key_mapping=BUILTIN_PVT_KEY_MAPPING, **kwargs
-                    )
-                    model = loaded[0] if isinstance(loaded, tuple) else loaded  # with output_loading_info=True
-                    # Saving writes our own layout, not the built-in one it was read from.
-                    model._weight_conversions = []
-                    return loaded
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        explicit_mapping = kwargs.get("key_mapping") is not None
+        if explicit_mapping or not is_builtin_pvt_checkpoint(pretrained_model_name_or_path, kwargs):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(
+            pretrained_model_name_or_path, *args, key_mapping=BUILTIN_PVT_KEY_MAPPING, **kwargs
+        )
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
+        model._weight_conversions = []  # saving writes our own layout, not the built-in one it was read from
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also names every Auto class in config.json's `auto_map`, so one saved folder serves them all."""
@@ -495,9 +499,7 @@ class PvtModel(PvtPreTrainedModel):
         return self.stages[0].patch_embeddings
 
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(
-        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutputWithPooling:
         r"""
         Returns the final normalised tokens (class token first) as `last_hidden_state`, the class token as
         `pooler_output`; `hidden_states` holds every layer's output, then the final normalised output.

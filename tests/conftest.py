@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from configuration_pvt import PvtConfig  # noqa: E402
 
+
 def find_official_fixture_dir() -> Path:
     """$PVT_OFFICIAL_FIXTURE_DIR, else shared/fixtures/official_pvt_v1 beside this checkout or one of its parents,
     or beside the local repository it was cloned from."""
@@ -28,7 +29,9 @@ def find_official_fixture_dir() -> Path:
     ).stdout.strip()
     if origin and Path(origin).is_dir():
         checkouts.append(Path(origin).resolve())
-    candidates = [folder / "shared" / "fixtures" / "official_pvt_v1" for checkout in checkouts for folder in checkout.parents]
+    candidates = [
+        folder / "shared" / "fixtures" / "official_pvt_v1" for checkout in checkouts for folder in checkout.parents
+    ]
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 

@@ -59,7 +59,9 @@ class PvtModelTester:
         with torch.no_grad():
             result = model(pixel_values)
         last_grid = (self.image_size // 32) ** 2
-        self.parent.assertEqual(result.last_hidden_state.shape, (self.batch_size, last_grid + 1, self.hidden_sizes[-1]))
+        self.parent.assertEqual(
+            result.last_hidden_state.shape, (self.batch_size, last_grid + 1, self.hidden_sizes[-1])
+        )
 
     def create_and_check_for_image_classification(self, config, pixel_values, labels):
         model = PvtForImageClassification(config).to(torch_device).eval()
@@ -126,7 +128,6 @@ class PvtModelTest(ModelTesterMixin, unittest.TestCase):
             queries = (self.model_tester.image_size // 4) ** 2
             keys = queries // self.model_tester.sequence_reduction_ratios[0] ** 2
             self.assertEqual(outputs.attentions[0].shape[1:], (1, queries, keys))
-
 
     def test_model_get_set_embeddings(self):
         """Vision variant of the common check: the input embedding is the first patch projection; no output

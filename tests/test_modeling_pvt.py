@@ -164,7 +164,12 @@ def test_hidden_state_and_attention_shapes():
     height, width = 64, 96
     with torch.no_grad():
         outputs = model(pixels(2, height, width), output_hidden_states=True, output_attentions=True)
-    grids = [(height // 4, width // 4), (height // 8, width // 8), (height // 16, width // 16), (height // 32, width // 32)]
+    grids = [
+        (height // 4, width // 4),
+        (height // 8, width // 8),
+        (height // 16, width // 16),
+        (height // 32, width // 32),
+    ]
     expected_hidden, expected_attention = [], []
     for stage, ((grid_h, grid_w), hidden_size, ratio, heads, depth) in enumerate(
         zip(grids, config.hidden_sizes, config.sequence_reduction_ratios, config.num_attention_heads, config.depths)
@@ -337,7 +342,9 @@ def test_backbone_hidden_states_on_request():
 # --- sequence reduction variants --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reduction, pool", [("avg_pool", torch.nn.functional.avg_pool2d), ("max_pool", torch.nn.functional.max_pool2d)])
+@pytest.mark.parametrize(
+    "reduction, pool", [("avg_pool", torch.nn.functional.avg_pool2d), ("max_pool", torch.nn.functional.max_pool2d)]
+)
 def test_pooling_sequence_reduction_is_pool_then_linear_then_norm(reduction, pool):
     torch.manual_seed(0)
     model = PvtModel(tiny_config(sequence_reduction_type=reduction)).eval()
@@ -348,7 +355,10 @@ def test_pooling_sequence_reduction_is_pool_then_linear_then_norm(reduction, poo
     feature_map = tokens.transpose(1, 2).reshape(2, 16, 16, 12)
     pooled = pool(feature_map, 4, 4).flatten(2).transpose(1, 2)
     expected = torch.nn.functional.layer_norm(
-        reduction_module.projection(pooled), (16,), reduction_module.layer_norm.weight, reduction_module.layer_norm.bias,
+        reduction_module.projection(pooled),
+        (16,),
+        reduction_module.layer_norm.weight,
+        reduction_module.layer_norm.bias,
         eps=model.config.sequence_reduction_layer_norm_eps,
     )
     torch.testing.assert_close(reduction_module(tokens, 16, 12), expected)
@@ -487,7 +497,14 @@ def test_remote_code_loads_where_the_project_is_not_installed(tmp_path):
         "PYTHONNOUSERSITE": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-I", str(script), str(tmp_path / "repo"), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
+        [
+            sys.executable,
+            "-I",
+            str(script),
+            str(tmp_path / "repo"),
+            str(tmp_path / "pixels.pt"),
+            str(tmp_path / "out.pt"),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -511,7 +528,15 @@ def test_model_files_import_only_torch_and_transformers():
                 roots |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 roots.add(node.module.split(".")[0])
-        assert roots <= {"torch", "transformers", "huggingface_hub", "contextlib", "math", "collections", "configuration_pvt"}, roots
+        assert roots <= {
+            "torch",
+            "transformers",
+            "huggingface_hub",
+            "contextlib",
+            "math",
+            "collections",
+            "configuration_pvt",
+        }, roots
 
 
 def test_bfloat16_autocast_emulation_matches_pytorchs_bfloat16_kernels(monkeypatch):
@@ -561,13 +586,31 @@ def test_pip_install_provides_both_modules(tmp_path):
     """`pip install .` installs configuration_pvt and modeling_pvt as top-level modules (nothing else of ours)."""
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO_ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO_ROOT),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    ours = sorted(path.name for path in target.iterdir() if path.suffix == ".py" or path.is_dir() and path.name != "__pycache__" and not path.name.endswith(".dist-info"))
+    ours = sorted(
+        path.name
+        for path in target.iterdir()
+        if path.suffix == ".py"
+        or path.is_dir()
+        and path.name != "__pycache__"
+        and not path.name.endswith(".dist-info")
+    )
     assert ours == ["configuration_pvt.py", "modeling_pvt.py"]
     check = textwrap.dedent(
         f"""
