@@ -1,41 +1,10 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
-"""Train or fine-tune a PVT image classifier with Accelerate on any `datasets` image dataset.
+"""Train or fine-tune a PVT image classifier with Accelerate (the `pvt-train` command).
 
-    python scripts/train.py                                    # embedded digits, pvt-tiny from scratch
-    python scripts/train.py --train_dir photos/train --validation_dir photos/val --variant pvt-small
-    python scripts/train.py --dataset_name cifar10 --image_column_name img --model_name_or_path my/pvt \\
-        --ignore_mismatched_sizes --image_size 224 --checkpointing_steps epoch
-    accelerate launch --num_processes 8 scripts/train.py ...  # GPUs, machines, mixed precision, FSDP
-
-The flags are those of Transformers' run_image_classification_no_trainer.py plus the DeiT recipe's
-(--mixup, --cutmix, --label_smoothing, --rand_augment_magnitude, ...); `--help` lists them all.
-Writes to --output_dir: step_N / epoch_N checkpoints, export/ (the Hub-ready model), all_results.json,
-training_history.json and training_curves.png. The work is done by classification_training.py.
+Run with --help for the flags; the work is done by `pvt_tools.commands.train`.
 """
 
-import sys
-
-from transformers import HfArgumentParser
-
-from checkpointing import CheckpointError, NonFiniteLossError
-from classification_training import ModelArguments, OptimizationArguments, RunArguments, train_image_classifier
-from push_to_hub import PushError
-from training_data import AugmentationArguments, DataArguments, DataError
-
-ARGUMENT_GROUPS = (DataArguments, ModelArguments, OptimizationArguments, AugmentationArguments, RunArguments)
-
-
-def parse_args(argv: list[str] | None = None) -> tuple:
-    parser = HfArgumentParser(ARGUMENT_GROUPS, description=__doc__.split("\n\n")[0])
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    return train_image_classifier(*parse_args(argv))
-
+from pvt_tools.commands.train import run
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, CheckpointError, NonFiniteLossError, PushError) as error:
-        sys.exit(f"error: {error}")
+    run()

@@ -1,4 +1,4 @@
-"""Shared test set-up: the repository and its scripts on sys.path, tiny configurations, the official fixture."""
+"""Shared test set-up: tiny configurations, the official fixture."""
 
 import json
 import os
@@ -10,12 +10,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-for path in (REPO_ROOT, REPO_ROOT / "scripts"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from configuration_pvt import PvtConfig  # noqa: E402
+from configuration_pvt import PvtConfig
 
 
 def find_official_fixture_dir() -> Path:

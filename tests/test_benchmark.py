@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-import benchmark
-from benchmark import BUILTIN, COMPILED, EAGER, OURS, TEST_VARIANT, Comparison, Timing
+from pvt_tools.benchmark import suite as benchmark
+from pvt_tools.benchmark.suite import BUILTIN, COMPILED, EAGER, OURS, TEST_VARIANT, Comparison, Timing
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,16 @@ from tests.conftest import tiny_config
 from torchvision import transforms
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PvtImageProcessor
 
-import convert_official_checkpoint
-import hub_export
-import local_hub_cache
-import model_stats
-import push_to_hub
+from pvt_tools.commands import convert as convert_official_checkpoint
+from pvt_tools import hub as hub_export
+from pvt_tools.commands import local_cache as local_hub_cache
+from pvt_tools import stats as model_stats
+from pvt_tools.commands import stats as stats_command
+from pvt_tools.commands import push as push_to_hub
 from configuration_pvt import PvtConfig
-from hub_export import EXPORT_FILES, ExportError, export_model, validate_export_dir
+from pvt_tools.hub import EXPORT_FILES, ExportError, export_model, validate_export_dir
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
-from official_checkpoint import (
+from pvt_tools.official import (
     OfficialCheckpointError,
     infer_config_from_official,
     load_official_checkpoint,
@@ -476,7 +477,7 @@ def test_flop_count_on_meta_equals_a_real_forward_and_needs_eager_attention():
 
 
 def test_model_stats_command_prints_the_table(capsys):
-    assert model_stats.main(["--variants", "pvt-tiny", "pvt-large"]) == 0
+    assert stats_command.main(["--variants", "pvt-tiny", "pvt-large"]) == 0
     table = capsys.readouterr().out
     assert "| pvt-tiny @224 | 13.23 | 1.933 | 13.2 | 1.9 |" in table
     assert "| pvt-large @224 | 61.37 | 9.814 | 61.4 | 9.8 |" in table

@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 from tests.conftest import REPO_ROOT, tiny_config
-from backbone_weights import (
+from pvt_tools.backbones import (
     ALL_STAGES,
     DEFAULT_OUT_FEATURES,
     detector_config_with_pvt,
@@ -396,7 +396,7 @@ def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
 # --- the digits detection data set -------------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402
-from detection_data import (  # noqa: E402
+from pvt_tools.training.detection_data import (  # noqa: E402
     INK_THRESHOLD,
     category_names,
     check_boxes,
@@ -467,7 +467,8 @@ def test_malformed_boxes_are_dropped_with_a_count_or_rejected_naming_the_example
 
 # --- the detection training script --------------------------------------------------------------------------------
 
-import train_detection  # noqa: E402
+from pvt_tools.commands import train_detection as train_detection_command
+from pvt_tools.training import detection as train_detection
 from transformers import DetrImageProcessor  # noqa: E402
 from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput  # noqa: E402
 
@@ -542,7 +543,7 @@ def read_model_weights(folder) -> dict[str, torch.Tensor]:
 
 
 def test_training_script_trains_evaluates_saves_and_resumes_exactly(tmp_path):
-    results = train_detection.main(tiny_run_arguments(tmp_path / "run", checkpointing_steps=2))
+    results = train_detection_command.main(tiny_run_arguments(tmp_path / "run", checkpointing_steps=2))
     run = tmp_path / "run"
     assert results["completed_steps"] == 4 and 0.0 <= results["eval_map"] <= 1.0
     assert json.loads((run / "all_results.json").read_text()) == results
@@ -562,7 +563,7 @@ def test_training_script_trains_evaluates_saves_and_resumes_exactly(tmp_path):
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     (resumed / "step_2").symlink_to(run / "step_2", target_is_directory=True)
-    train_detection.main(tiny_run_arguments(resumed, checkpointing_steps=2, resume_from_checkpoint="latest"))
+    train_detection_command.main(tiny_run_arguments(resumed, checkpointing_steps=2, resume_from_checkpoint="latest"))
     resumed_history = json.loads((resumed / "training_history.json").read_text())
     assert [step["step"] for step in resumed_history["steps"]] == [1, 2, 3, 4]
     np.testing.assert_allclose([step["loss"] for step in resumed_history["steps"]], losses, rtol=1e-5)
@@ -575,7 +576,7 @@ def test_training_script_trains_evaluates_saves_and_resumes_exactly(tmp_path):
 def test_training_script_runs_deformable_detr_from_a_pvt_checkpoint(tmp_path):
     classifier = saved_tiny_classifier(tmp_path / "pvt", depths=[1, 1, 1, 1])
     arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", max_train_steps=2, pvt_config_overrides="{}")
-    results = train_detection.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}", "--freeze_backbone"])
+    results = train_detection_command.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}", "--freeze_backbone"])
     assert results["architecture"] == "deformable_detr" and results["completed_steps"] == 2
     model = DeformableDetrForObjectDetection.from_pretrained(tmp_path / "run" / "model")
     # frozen: the backbone is still the checkpoint's
@@ -595,8 +596,8 @@ def test_training_script_checks_boxes_of_a_local_dataset(tmp_path):
     datasets.Dataset.from_list(broken, features=dataset.features).to_parquet(folder / "train.parquet")
     arguments = tiny_run_arguments(tmp_path / "run", dataset_name=folder, train_val_split=0.34, max_train_steps=1)
     with pytest.raises(ValueError, match=r"image_id 4\): box \[90.0, 90.0, 20.0, 20.0\] lies \(partly\) outside"):
-        train_detection.main(arguments + ["--invalid_boxes=error"])
-    results = train_detection.main(arguments + ["--invalid_boxes=drop"])
+        train_detection_command.main(arguments + ["--invalid_boxes=error"])
+    results = train_detection_command.main(arguments + ["--invalid_boxes=drop"])
     assert results["completed_steps"] == 1
 
 
@@ -604,4 +605,4 @@ def test_training_script_refuses_config_overrides_for_a_pretrained_backbone(tmp_
     saved_tiny_classifier(tmp_path / "pvt")
     arguments = tiny_run_arguments(tmp_path / "run", num_train_images=4, num_validation_images=2)
     with pytest.raises(ValueError, match="with --pvt_checkpoint the checkpoint fixes the architecture"):
-        train_detection.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}"])
+        train_detection_command.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}"])

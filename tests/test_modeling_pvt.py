@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 from tests.conftest import REPO_ROOT, config_from_official_architecture, tiny_config
-from official_checkpoint import convert_official_state_dict
+from pvt_tools.official import convert_official_state_dict
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
 
 from configuration_pvt import PvtConfig
@@ -583,7 +583,8 @@ def test_torch_compile_fullgraph_gives_the_same_outputs():
 
 
 def test_pip_install_provides_both_modules(tmp_path):
-    """`pip install .` installs configuration_pvt and modeling_pvt as top-level modules (nothing else of ours)."""
+    """`pip install .` installs configuration_pvt and modeling_pvt as top-level modules, the pvt_tools package and
+    its console commands (nothing else of ours)."""
     target = tmp_path / "site"
     install = subprocess.run(
         [
@@ -610,8 +611,11 @@ def test_pip_install_provides_both_modules(tmp_path):
         or path.is_dir()
         and path.name != "__pycache__"
         and not path.name.endswith(".dist-info")
+        and path.name != "bin"
     )
-    assert ours == ["configuration_pvt.py", "modeling_pvt.py"]
+    assert ours == ["configuration_pvt.py", "modeling_pvt.py", "pvt_tools"]
+    assert (target / "bin" / "pvt-train").is_file()
+    assert (target / "pvt_tools" / "training" / "metrics" / "top_k_accuracy" / "top_k_accuracy.py").is_file()
     check = textwrap.dedent(
         f"""
         import sys

@@ -21,17 +21,17 @@ from sklearn.metrics import top_k_accuracy_score
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-import demo
-import finetune_with_trainer
-import train
-from checkpointing import CheckpointError, NonFiniteLossError, list_checkpoints
-from classification_training import TOP_K_ACCURACY_METRIC
+from pvt_tools.commands import demo
+from pvt_tools.commands import finetune_with_trainer
+from pvt_tools.commands import train
+from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError, list_checkpoints
+from pvt_tools.training.classification import TOP_K_ACCURACY_METRIC
 from tests.conftest import REPO_ROOT, tiny_config
-from hub_export import validate_export_dir
+from pvt_tools.hub import validate_export_dir
 from modeling_pvt import PvtForImageClassification
-from push_to_hub import PushError
-from training_data import DataArguments, DataError, load_image_classification_dataset, to_rgb
-from training_loop import weight_decay_parameter_groups
+from pvt_tools.hub import PushError
+from pvt_tools.training.data import DataArguments, DataError, load_image_classification_dataset, to_rgb
+from pvt_tools.training.loop import weight_decay_parameter_groups
 
 TINY_MODEL = [
     "--image_size", "32",

@@ -43,7 +43,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from checkpointing import (
+from pvt_tools.training.checkpoints import (
     NonFiniteLossError,
     TrainingProgress,
     check_finite_loss,
@@ -52,7 +52,7 @@ from checkpointing import (
     resume_batches,
     save_checkpoint,
 )
-from training_curves import TrainingHistory, plot_training_curves
+from pvt_tools.training.curves import TrainingHistory, plot_training_curves
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)

@@ -32,12 +32,12 @@ from huggingface_hub import constants
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoImageProcessor, PvtImageProcessor, get_scheduler
 
-from checkpointing import CheckpointError, list_checkpoints
+from pvt_tools.training.checkpoints import CheckpointError, list_checkpoints
 from configuration_pvt import PVT_VARIANTS, PvtConfig
-from hub_export import export_model, official_eval_image_processor
+from pvt_tools.hub import export_model, official_eval_image_processor
 from modeling_pvt import PvtForImageClassification  # importing it registers "pvt_v1" with the Auto classes
-from push_to_hub import PushError, check_repo_id, push_export
-from training_data import (
+from pvt_tools.hub import PushError, check_repo_id, push_export
+from pvt_tools.training.data import (
     AugmentationArguments,
     DataArguments,
     DataError,
@@ -50,7 +50,7 @@ from training_data import (
     dataset_label,
     load_image_classification_dataset,
 )
-from training_loop import (
+from pvt_tools.training.loop import (
     create_accelerator,
     parse_checkpointing_steps,
     plan_training_steps,

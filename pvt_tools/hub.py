@@ -1,6 +1,6 @@
 """The Hub-ready export of a PVT image classifier: the one folder format that every script of this project writes.
 
-    from hub_export import export_model
+    from pvt_tools.hub import export_model
     export_model(model, "exports/pvt-small", variant="pvt-small", repo_id="my-org/pvt-small")
 
 `export_model(model, output_dir, *, variant=None, repo_id=None, image_processor=None, model_card=None,
@@ -27,18 +27,24 @@ deleted: export into a sub-folder of a training run's output directory, e.g. `ou
 `validate_export_dir(path)` checks a folder against this format (used by push_to_hub.py and local_hub_cache.py).
 """
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils.sha import git_hash
 from transformers import PreTrainedModel, PvtImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from official_checkpoint import matching_variant_differences
+from pvt_tools.variants import matching_variant_differences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARDS_DIR = REPO_ROOT / "model_cards"
@@ -329,3 +335,181 @@ __all__ = [
     "replace_directory",
     "validate_export_dir",
 ]
+
+
+# Publishing: one commit of exactly the export's files.
+
+class PushError(ValueError):
+    """Something to fix before an upload can start; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    name: str
+    size: int
+    sha256: str
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A model repository id of the form "org/name" (the Hub's own character rules apply to both parts)."""
+    problem = None
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        problem = 'it must be "org/name" (your user or organisation name, a slash, the model name)'
+    else:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            problem = str(error)
+    if problem:
+        raise PushError(f"Malformed repo id {repo_id!r}: {problem}. Example: --repo_id my-org/pvt-small.")
+    return repo_id
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plan_upload(model_dir: str | os.PathLike) -> list[UploadFile]:
+    """The files of a valid export, in upload order, with their sizes and sha256 digests."""
+    model_dir = validate_export_dir(model_dir)
+    return [
+        UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name)) for name in sorted(EXPORT_FILES)
+    ]
+
+
+def describe_upload(
+    files: list[UploadFile], repo_id: str, *, private: bool, revision: str | None, commit_message: str
+) -> str:
+    """What a push would do, one line per file: the text of --dry-run."""
+    lines = [f"{file.size:>14,d}  {file.sha256}  {file.name}" for file in files]
+    total = sum(file.size for file in files)
+    visibility = "private" if private else "public"
+    return "\n".join(
+        [
+            f"Would create the {visibility} model repository {repo_id} (if it does not exist) and commit "
+            f"{len(files)} files ({total:,} bytes) to branch {revision or 'main'} with the message "
+            f"{commit_message!r}:",
+            *lines,
+        ]
+    )
+
+
+def push_export(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> CommitInfo | str:
+    """Upload the export in `model_dir` to `repo_id` as one commit (or, with dry_run, return what would be done)."""
+    check_repo_id(repo_id)
+    files = plan_upload(model_dir)
+    commit_message = commit_message or f"Upload PVT export ({len(files)} files)"
+    description = describe_upload(files, repo_id, private=private, revision=revision, commit_message=commit_message)
+    if dry_run:
+        return description
+    if constants.is_offline_mode():
+        raise PushError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (or use --dry-run).")
+    token = token or get_token()
+    if not token:
+        raise PushError(
+            "No Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write access "
+            "(https://huggingface.co/settings/tokens). Nothing was uploaded."
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo_id=repo_id, repo_type="model", branch=revision, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(Path(model_dir)),
+        revision=revision,
+        commit_message=commit_message,
+        allow_patterns=[file.name for file in files],
+    )
+
+
+# A local Hub cache, so that "org/name" loads offline.
+
+# Files the Hub stores in LFS (its default .gitattributes patterns that exports can contain, and anything >= 10 MB).
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".h5")
+LFS_MIN_SIZE = 10 * 1024 * 1024
+
+
+def hub_etag(path: Path) -> str:
+    """The ETag the Hub serves for this file, which huggingface_hub uses as the blob's name."""
+    if path.suffix in LFS_SUFFIXES or path.stat().st_size >= LFS_MIN_SIZE:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    return git_hash(path.read_bytes())
+
+
+def snapshot_commit_hash(etags: dict[str, str]) -> str:
+    """A stable 40-hex "commit" for a set of files: a sha1 over their names and ETags."""
+    listing = "".join(f"{name}\0{etag}\n" for name, etag in sorted(etags.items()))
+    return hashlib.sha1(listing.encode()).hexdigest()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def link_or_copy(blob: Path, link: Path) -> None:
+    """A relative symlink, as huggingface_hub makes; a copy where the filesystem has no symlinks."""
+    try:
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    except OSError:
+        shutil.copyfile(blob, link)
+
+
+def place_in_hub_cache(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str = "main",
+) -> Path:
+    """Copy the export in `model_dir` into the Hub cache as `repo_id` at `revision`; returns the snapshot folder."""
+    validate_repo_id(repo_id)  # raises HFValidationError (a ValueError) naming the problem
+    model_dir = validate_export_dir(model_dir)
+    cache_dir = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
+    storage = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+    for folder in ("blobs", "snapshots", "refs"):
+        (storage / folder).mkdir(parents=True, exist_ok=True)
+
+    etags = {name: hub_etag(model_dir / name) for name in EXPORT_FILES}
+    commit = snapshot_commit_hash(etags)
+    for name, etag in etags.items():
+        blob = storage / "blobs" / etag
+        if not blob.exists():
+            temporary = blob.with_name(f".{etag}.incomplete-{os.getpid()}")
+            shutil.copyfile(model_dir / name, temporary)
+            os.replace(temporary, blob)
+
+    snapshot = storage / "snapshots" / commit
+    if not snapshot.exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{commit}.tmp-", dir=storage / "snapshots"))
+        try:
+            for name, etag in etags.items():
+                link_or_copy(storage / "blobs" / etag, staging / name)
+            staging.chmod(0o755)
+            staging.rename(snapshot)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    (storage / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(storage / "refs" / revision, commit.encode())
+    return snapshot

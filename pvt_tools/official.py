@@ -20,6 +20,9 @@ import torch
 from torch.nn import functional
 
 from configuration_pvt import PVT_VARIANTS, PvtConfig
+from modeling_pvt import PvtForImageClassification
+from pvt_tools.hub import export_model
+from pvt_tools.variants import matching_variant, matching_variant_differences
 
 # Official key -> our key (PvtForImageClassification); stage and layer numbers are rewritten by `_renumber`.
 OFFICIAL_TO_PVT_KEY_PATTERNS: dict[str, str] = {
@@ -248,23 +251,6 @@ def infer_config_from_official(
     return config
 
 
-def matching_variant_differences(config: PvtConfig, variant: str) -> list[str]:
-    """How `config` differs from the paper's `variant` (with its 1000-class head); empty if it is that model."""
-    reference = PvtConfig.from_variant(variant)
-    fields = ("image_size", "hidden_sizes", "depths", "mlp_ratios", "sequence_reduction_ratios", "patch_sizes",
-              "num_attention_heads", "qkv_bias", "num_labels")
-    return [
-        f"{field} {getattr(config, field)} (the paper's {variant}: {getattr(reference, field)})"
-        for field in fields
-        if getattr(config, field) != getattr(reference, field)
-    ]
-
-
-def matching_variant(config: PvtConfig) -> str | None:
-    """The paper's model that `config` is, if any."""
-    return next((name for name in PVT_VARIANTS if not matching_variant_differences(config, name)), None)
-
-
 def official_key_shapes(config: PvtConfig) -> dict[str, tuple[int, ...]]:
     """Every key of the official classifier for `config`, with its shape: the layout written out in full."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -402,3 +388,61 @@ def official_classifier_forward(
         tokens, (config.hidden_sizes[-1],), weights["norm.weight"], weights["norm.bias"], config.layer_norm_eps
     )
     return functional.linear(tokens[:, 0], weights["head.weight"], weights["head.bias"])
+
+
+# Conversion: read, check, convert, verify, export.
+
+VERIFICATION_TOLERANCE = 1e-4
+
+
+class ConversionMismatchError(RuntimeError):
+    """The converted model does not compute what the official network computes."""
+
+
+def verify_conversion(model: PvtForImageClassification, state_dict: dict[str, torch.Tensor]) -> float:
+    """Largest absolute logit difference between `model` and the official maths on a seeded sample image at the
+    native size; raises ConversionMismatchError above VERIFICATION_TOLERANCE."""
+    config = model.config
+    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    sample = torch.randn(1, config.num_channels, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = official_classifier_forward(state_dict, config, sample)
+        logits = model.eval()(sample).logits
+    difference = (logits - expected).abs().max().item()
+    verdict = "OK" if difference <= VERIFICATION_TOLERANCE else "FAILED"
+    print(
+        f"verification: max |logit difference| vs the official maths = {difference:.2e} on a "
+        f"{tuple(sample.shape)} sample (tolerance {VERIFICATION_TOLERANCE:.0e}): {verdict}"
+    )
+    if verdict != "OK":
+        raise ConversionMismatchError(
+            f"The converted model differs from the official network by {difference:.2e} (> "
+            f"{VERIFICATION_TOLERANCE:.0e}); nothing was written. Check --num_attention_heads."
+        )
+    return difference
+
+
+def convert_official_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    *,
+    variant: str | None = None,
+    num_attention_heads: list[int] | None = None,
+    repo_id: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Read, validate, convert, verify and export an official checkpoint; returns the export folder."""
+    state_dict = load_official_checkpoint(checkpoint)
+    config = infer_config_from_official(state_dict, num_attention_heads=num_attention_heads, variant=variant)
+    check_official_state_dict(state_dict, config)
+    variant = variant or matching_variant(config)
+    print(
+        f"{checkpoint}: {variant or 'a custom PVT v1'} with hidden sizes {config.hidden_sizes}, depths "
+        f"{config.depths}, heads {config.num_attention_heads}, {config.num_labels} classes, "
+        f"{config.image_size}px native"
+    )
+    with torch.device("meta"):  # no random initialisation: every parameter comes from the checkpoint
+        model = PvtForImageClassification(config).eval()
+    model.load_state_dict(convert_official_state_dict(state_dict, config.num_encoder_blocks), strict=True, assign=True)
+    verify_conversion(model, state_dict)
+    return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite)

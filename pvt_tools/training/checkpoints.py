@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from hub_export import replace_directory
+from pvt_tools.hub import replace_directory
 
 TRAINING_STATE_NAME = "training_state.json"
 CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")

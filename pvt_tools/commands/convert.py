@@ -1,0 +1,68 @@
+# Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
+"""`pvt-convert`: the authors' PVT v1 classifier checkpoint (pvt_tiny.pth ... pvt_large.pth) -> a Hub-ready export.
+
+    pvt-convert --checkpoint pvt_small.pth --output_dir exports/pvt-small [--variant pvt-small] \\
+        [--num_attention_heads 1 2 5 8] [--push_to_hub --repo_id my-org/pvt-small]
+
+The weights determine the architecture (hidden sizes, depths, MLP and reduction ratios, patch sizes, native image
+size, classes, qkv bias); head counts come from --variant or --num_attention_heads (default 1 2 5 8, shared by the
+paper's four models). The file is read with torch.load(weights_only=True) only. Before anything is written the
+converted model is checked against the official network's maths on a sample input; a failure at any step leaves
+--output_dir untouched.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pvt_tools.hub import ExportError, PushError, check_repo_id, push_export
+from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_official_checkpoint
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path, help="The official .pth file.")
+    parser.add_argument("--output_dir", required=True, type=Path, help="Where the export folder is written.")
+    parser.add_argument("--variant", choices=["pvt-tiny", "pvt-small", "pvt-medium", "pvt-large"], default=None,
+                        help="The paper's model these weights are (checked against the weights; picks the card).")
+    parser.add_argument("--num_attention_heads", type=int, nargs="+", default=None,
+                        help="Heads per stage (the weights cannot tell); default 1 2 5 8.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
+    parser.add_argument("--push_to_hub", action="store_true", help="Upload the export (needs --repo_id).")
+    parser.add_argument("--repo_id", default=None, help='"org/name": shown in the card, and the push target.')
+    parser.add_argument("--private", action="store_true", help="With --push_to_hub: create a private repository.")
+    args = parser.parse_args(argv)
+    if args.push_to_hub and not args.repo_id:
+        parser.error("--push_to_hub needs --repo_id ORG/NAME")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.push_to_hub:
+            check_repo_id(args.repo_id)  # fail before converting, not after
+        folder = convert_official_checkpoint(
+            args.checkpoint,
+            args.output_dir,
+            variant=args.variant,
+            num_attention_heads=args.num_attention_heads,
+            repo_id=args.repo_id,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {folder}")
+        if args.push_to_hub:
+            commit = push_export(folder, args.repo_id, private=args.private)
+            print(f"uploaded: {commit.commit_url}")
+    except (OfficialCheckpointError, ExportError, ConversionMismatchError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,44 @@
+# Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
+"""`pvt-local-cache`: place an export folder into the local Hugging Face cache, so that "org/name" loads offline.
+
+    pvt-local-cache --model_dir exports/pvt-small --repo_id my-org/pvt-small [--cache_dir DIR]
+    HF_HUB_OFFLINE=1 python -c 'from transformers import pipeline; \\
+        pipeline("image-classification", model="my-org/pvt-small", trust_remote_code=True)'
+
+It writes what `huggingface_hub` writes when it downloads a repository (see `pvt_tools.hub.place_in_hub_cache`).
+The cache defaults to huggingface_hub's (HF_HUB_CACHE, or HF_HOME/hub).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pvt_tools.hub import place_in_hub_cache
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
+    parser.add_argument("--repo_id", required=True, help='The "org/name" it should load as.')
+    parser.add_argument("--cache_dir", type=Path, default=None, help="Default: huggingface_hub's HF_HUB_CACHE.")
+    parser.add_argument("--revision", default="main")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        snapshot = place_in_hub_cache(args.model_dir, args.repo_id, cache_dir=args.cache_dir, revision=args.revision)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.repo_id}@{args.revision} -> {snapshot}")
+    return 0
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

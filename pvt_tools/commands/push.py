@@ -1,0 +1,53 @@
+# Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
+"""`pvt-push`: publish an export folder to the Hugging Face Hub as one commit.
+
+    pvt-push --model_dir exports/pvt-small --repo_id my-org/pvt-small [--private] [--revision BRANCH] [--dry-run]
+
+It creates the repository if needed, then uploads exactly the export's files with `HfApi.upload_folder`.
+`--dry-run` prints every file with its size and sha256 and the commit that would be made, without any network
+access. The token is the one `hf auth login` stored, or $HF_TOKEN.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pvt_tools.hub import PushError, push_export
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
+    parser.add_argument("--repo_id", required=True, help='Target model repository, "org/name".')
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to commit to (created if needed); default main.")
+    parser.add_argument("--commit_message", default=None)
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="Print the files (size, sha256) and the commit, touching no network.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = push_export(
+            args.model_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            dry_run=args.dry_run,
+            commit_message=args.commit_message,
+        )
+    except (PushError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result if args.dry_run else f"Uploaded: {result.commit_url}")
+    return 0
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
