@@ -285,3 +285,22 @@ def check_weights(variant: str, checkpoint_dir: Path, plan: BenchmarkPlan, devic
     pixel_values, _ = make_inputs(models[OURS].config, 2, plan.image_size, plan.image_size, device)
     differences = check_same_outputs(models, pixel_values, reference=BUILTIN)
     return {"variant": variant, "image_size": plan.image_size, "max_abs_diff_vs_builtin": differences}
+
+
+__all__ = [
+    "BUILTIN",
+    "COMPILED",
+    "EAGER",
+    "IMPLEMENTATIONS",
+    "OURS",
+    "BenchmarkPlan",
+    "adjusted_plan",
+    "build_models",
+    "check_weights",
+    "load_implementation",
+    "make_inputs",
+    "new_implementation",
+    "quick_plan",
+    "save_builtin_checkpoint",
+    "tiny_plan",
+]

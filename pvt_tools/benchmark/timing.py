@@ -302,3 +302,17 @@ def benchmark_compile(
         return [comparison]
     callables = {COMPILED: inference_step(compiled, pixel_values), OURS: inference_step(model, pixel_values)}
     return [run_comparison(comparison, callables, plan)]
+
+
+__all__ = [
+    "Comparison",
+    "Timing",
+    "benchmark_backbone",
+    "benchmark_compile",
+    "benchmark_inference",
+    "benchmark_resolutions",
+    "benchmark_training",
+    "inference_step",
+    "time_alternating",
+    "training_step",
+]
