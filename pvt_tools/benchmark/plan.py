@@ -144,10 +144,14 @@ def adjusted_plan(
 ) -> BenchmarkPlan:
     """`plan` with the given choices (None keeps the plan's); the compile and profile cases move to the last
     variant when theirs is not measured."""
-    choices = {"cases": cases, "variants": variants, "rounds": rounds, "memory_cases": memory_cases}
-    for name, value in choices.items():
-        if value is not None:
-            plan = replace(plan, **{name: list(value) if isinstance(value, (list, tuple)) else value})
+    if cases is not None:
+        plan = replace(plan, cases=list(cases))
+    if variants is not None:
+        plan = replace(plan, variants=list(variants))
+    if rounds is not None:
+        plan = replace(plan, rounds=rounds)
+    if memory_cases is not None:
+        plan = replace(plan, memory_cases=list(memory_cases))
     for attribute in ("compile_variant", "profile_variant"):
         if getattr(plan, attribute) not in plan.variants:
             plan = replace(plan, **{attribute: plan.variants[-1]})
