@@ -54,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARD_TEMPLATE = "model_card_template.md"
 # The paper variants' cards in a checkout; tests/test_checkpoints_hub.py keeps them equal to what the template makes.
 MODEL_CARDS_DIR = REPO_ROOT / "model_cards"
-REGENERATE_CARDS_COMMAND = 'python -c "from pvt_tools.hub import write_variant_cards; write_variant_cards()"'
+REGENERATE_CARDS_COMMAND = 'python -c "from pvt_tools.hub import write_variant_cards; write_variant_cards(\'model_cards\')"'
 
 CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py")
 EXPORT_FILES = ("README.md", "config.json", *CODE_FILES, "model.safetensors", "preprocessor_config.json")
@@ -263,9 +263,10 @@ def render_model_card(
     return render_trained_card(model, repo_id=repo_id, dataset=dataset, metrics=metrics, base_model=base_model)
 
 
-def write_variant_cards(folder: str | os.PathLike = MODEL_CARDS_DIR) -> list[Path]:
+def write_variant_cards(folder: str | os.PathLike) -> list[Path]:
     """Write the paper variants' cards (`<variant>.md`, repo id "ORG/<variant>") into `folder`, each atomically.
-    The repository's model_cards/ is made this way; a test fails when it is out of date."""
+    The repository's model_cards/ is made this way (REGENERATE_CARDS_COMMAND, from the repository root); a test
+    fails when it is out of date."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
