@@ -54,7 +54,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARD_TEMPLATE = "model_card_template.md"
 # The paper variants' cards in a checkout; tests/test_checkpoints_hub.py keeps them equal to what the template makes.
 MODEL_CARDS_DIR = REPO_ROOT / "model_cards"
-REGENERATE_CARDS_COMMAND = 'python -c "from pvt_tools.hub import write_variant_cards; write_variant_cards(\'model_cards\')"'
+REGENERATE_CARDS_COMMAND = (
+    'python -c "from pvt_tools.hub import write_variant_cards; write_variant_cards(\'model_cards\')"'
+)
 
 CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py")
 EXPORT_FILES = ("README.md", "config.json", *CODE_FILES, "model.safetensors", "preprocessor_config.json")

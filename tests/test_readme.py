@@ -1,5 +1,6 @@
-"""The README's Python examples run as written, in order, offline, against what `pip install` installs. The examples make their own Hub repo id: the quick start's first block exports a tiny PVT and places it
-in the local Hugging Face cache as "org/pvt-small", as it tells users to do."""
+"""The README's Python examples run as written, in order, offline, against what `pip install` installs.
+The examples make their own Hub repo id: the quick start's first block exports a tiny PVT and places it in the
+local Hugging Face cache as "org/pvt-small", as it tells users to do."""
 
 import ast
 import json
