@@ -28,6 +28,7 @@ from pvt_tools.commands import stats as stats_command
 from pvt_tools.commands import push as push_to_hub
 from configuration_pvt import PvtConfig
 from pvt_tools.hub import EXPORT_FILES, ExportError, export_model, validate_export_dir
+from pvt_tools.variants import VARIANT_FACTS
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
 from pvt_tools.official import (
     OfficialCheckpointError,
@@ -161,8 +162,27 @@ def test_trained_model_card_carries_the_metadata(tmp_path):
                        ("samples", "eval_samples"): 360.0}
     assert card.data.model_name == "pvt-digits"
     assert f"{sum(p.numel() for p in model.parameters()):,}" in card.text
-    assert 'pipeline("image-classification", model="org/pvt-digits", trust_remote_code=True)' in card.text
-    assert 'get_class_from_dynamic_module("modeling_pvt.PvtBackbone", "org/pvt-digits")' in card.text
+    assert "| eval_accuracy | 0.9750 |" in card.text and "eval_note" not in card.text
+    expected_pipeline = (
+        'pipeline("image-classification", model="org/pvt-digits", trust_remote_code=True, revision=revision)'
+    )
+    assert expected_pipeline in card.text
+    assert 'HfApi().list_repo_commits("org/pvt-digits")' in card.text
+    assert 'get_class_from_dynamic_module("modeling_pvt.PvtBackbone", "org/pvt-digits", revision=' in card.text
+    assert "{{" not in card.text and "{%" not in card.text and "\n\n\n" not in card.text
+
+
+def test_trained_model_card_without_facts_still_parses(tmp_path):
+    labels = {0: "cat", 1: "dog", 2: "fox", 3: "owl", 4: "yak"}
+    model = tiny_classifier(id2label=labels, label2id={name: index for index, name in labels.items()})
+    text = hub_export.render_model_card(model, base_model="org/pvt-small")
+    card = ModelCard(text)
+    assert card.data.model_name == "pvt-model" and card.data.base_model == "org/pvt-small"
+    assert card.data.eval_results is None and "## Evaluation" not in text
+    assert "| Classes | 5 (cat, dog, fox, owl, yak) |" in text
+    assert "| Resolution | 64x64 " in text and "| Hidden sizes / depths / heads | 16, 32, 40, 64 / 1, 1, 2, 1 /" in text
+    assert "fine-tuned from [`org/pvt-small`](https://huggingface.co/org/pvt-small)" in text
+    assert "\n\n\n" not in text and text.endswith("```\n")
 
 
 def test_export_refuses_to_clobber_and_leaves_nothing_half_written(tmp_path, monkeypatch):
@@ -405,16 +425,58 @@ def test_variant_cards_carry_the_metadata_and_the_measured_figures(variant):
     assert "custom_code" in data.tags
     assert data.datasets == ["imagenet-1k"]
     (result,) = data.eval_results
-    assert (result.dataset_type, result.metric_type, result.metric_value) == ("imagenet-1k", "accuracy", PAPER[variant][2])
+    assert (result.dataset_type, result.metric_type) == ("imagenet-1k", "accuracy")
+    assert result.metric_value == PAPER[variant][2]
+    assert (result.dataset_split, result.source_url) == ("validation", "https://arxiv.org/abs/2102.12122")
     assert data.model_name == variant
 
-    stats = model_stats.variant_stats(variant)
+    facts = VARIANT_FACTS[variant]  # equal to what torch's counter measures: test_variant_facts_are_what_...
     params_millions, gflops, _ = PAPER[variant]
-    assert f"{stats.params_millions:.2f} M ({stats.parameters:,}; paper: {params_millions} M)" in card.text
-    assert f"{stats.gflops:.2f} (paper: {gflops})" in card.text
-    for needed in ("trust_remote_code=True", "import modeling_pvt", "AutoBackbone", "get_class_from_dynamic_module",
-                   "one pixel", 'backend="pil"', "Intended uses", "Apache License 2.0", "@inproceedings{wang2021pyramid"):
+    config = PvtConfig.from_variant(variant)
+    assert f"{facts.parameters / 1e6:.2f} M ({facts.parameters:,}; paper: {params_millions} M)" in card.text
+    assert f"{facts.macs / 1e9:.2f} (paper: {gflops})" in card.text
+    assert f"/ {', '.join(map(str, config.depths))} /" in card.text
+    assert f"`{variant.replace('-', '_')}.pth` of whai362/PVT" in card.text
+    for needed in ("trust_remote_code=True", 'revision="<commit hash>"', '"Files and versions"',
+                   f'HfApi().list_repo_commits("ORG/{variant}")', "import modeling_pvt", "AutoBackbone",
+                   "get_class_from_dynamic_module", "one pixel", 'backend="pil"', "Intended uses",
+                   "Apache License 2.0", "@inproceedings{wang2021pyramid"):
         assert needed in card.text, needed
+    assert "{{" not in card.text and "{%" not in card.text
+
+
+def test_committed_variant_cards_are_the_rendered_template():
+    """model_cards/ is generated: each file equals what the template makes now, byte for byte."""
+    stale = [
+        variant
+        for variant in VARIANTS
+        if not (hub_export.MODEL_CARDS_DIR / f"{variant}.md").is_file()
+        or (hub_export.MODEL_CARDS_DIR / f"{variant}.md").read_bytes()
+        != hub_export.render_variant_card(variant).encode("utf-8")
+    ]
+    assert stale == [], (
+        f"model_cards/ is out of date for {stale}: regenerate it from the repository root with "
+        f"{hub_export.REGENERATE_CARDS_COMMAND}"
+    )
+    assert sorted(path.name for path in hub_export.MODEL_CARDS_DIR.iterdir()) == sorted(f"{v}.md" for v in VARIANTS)
+
+
+def test_write_variant_cards_writes_every_card_and_only_cards(tmp_path):
+    written = hub_export.write_variant_cards(tmp_path / "cards")
+    assert [path.name for path in written] == [f"{variant}.md" for variant in VARIANTS]
+    assert sorted(path.name for path in (tmp_path / "cards").iterdir()) == sorted(path.name for path in written)
+    for path in written:
+        assert ModelCard.load(path).data.model_name == path.stem
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_facts_are_what_the_counter_measures(variant):
+    """The card's exact figures come from the facts table; they must be what torch's counter finds on the model."""
+    facts = VARIANT_FACTS[variant]
+    stats = model_stats.variant_stats(variant)
+    assert (facts.parameters, facts.macs) == (stats.parameters, stats.macs)
+    assert facts.paper == dict(zip(("params_millions", "gflops", "top1"), PAPER[variant]))
+    assert facts.config.depths == PvtConfig.from_variant(variant).depths
 
 
 def test_export_renders_the_variant_card_and_refuses_a_mismatched_one(tmp_path):
@@ -426,7 +488,17 @@ def test_export_renders_the_variant_card_and_refuses_a_mismatched_one(tmp_path):
     assert not (tmp_path / "export").exists()
     text = hub_export.render_model_card(paper_model, variant="pvt-tiny", repo_id="me/tiny")
     assert ModelCard(text).data.eval_results[0].metric_value == 75.1
-    assert 'pipeline("image-classification", model="me/tiny", trust_remote_code=True)' in text
+    assert 'pipeline("image-classification", model="me/tiny", trust_remote_code=True, revision=revision)' in text
+    assert text == hub_export.render_variant_card("pvt-tiny", "me/tiny")
+    with pytest.raises(ExportError, match="No model card for variant 'pvt-huge'.*pvt-tiny"):
+        hub_export.render_variant_card("pvt-huge")
+
+
+def test_card_template_is_package_data():
+    """Installed copies have no model_cards/ folder: the template must travel inside pvt_tools."""
+    template = hub_export.model_card_template()
+    assert template.startswith("---\n{{ card_data }}\n---\n")
+    assert "{% if variant" in template
 
 
 # --- parameters and FLOPs -------------------------------------------------------------------------------------
