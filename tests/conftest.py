@@ -29,7 +29,10 @@ def official_fixture_candidates() -> list[Path]:
         return [Path(os.environ["PVT_OFFICIAL_FIXTURE_DIR"])]
     checkouts = [REPO_ROOT]
     origin = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True, check=False
+        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     if origin and Path(origin).is_dir():
         checkouts.append(Path(origin).resolve())
