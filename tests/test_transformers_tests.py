@@ -4,6 +4,7 @@ at all, and their absence skips (or, in CI, fails) the common checks with direct
 import hashlib
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -113,3 +114,14 @@ def test_unavailable_files_skip_the_common_checks_but_fail_them_in_ci(required, 
     outcome = pytest.fail.Exception if required else pytest.skip.Exception
     with pytest.raises(outcome, match="index down"):
         transformers_tests.import_common_tests_or_skip()
+
+
+def test_a_killed_fetch_leaves_no_cache_and_its_leftovers_are_cleared(cache_root, tmp_path, monkeypatch):
+    leftover = cache_root / f".partial-{VERSION}-killed"
+    leftover.mkdir(parents=True)
+    (leftover / "test_modeling_common.py").write_text("# half written\n")
+    os.utime(leftover, (0, 0))  # as left by a fetch killed long ago
+    serve_fake_sdist(monkeypatch, tmp_path)
+    folder = transformers_tests.fetch_common_tests(VERSION, index_url="http://index.invalid/simple")
+    assert [path.name for path in cache_root.iterdir()] == [VERSION]
+    transformers_tests.verify_cache(folder)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -125,7 +126,7 @@ def published_sdist_sha256(version: str, index_url: str) -> tuple[str, str]:
             page, content_type = response.read(), response.headers.get("Content-Type", "text/html")
     except (urllib.error.URLError, OSError) as error:
         raise TransformersTestsUnavailable(
-            f"Transformers' common test files ({version}) are not cached and the package index {index_url} "
+            f"Transformers' common test files for {version} are not cached, and the package index {index_url} "
             f"could not be reached ({error}). " + HOW_TO_FIX.format(cache=cache)
         ) from error
     file_name = f"transformers-{version}.tar.gz"
@@ -192,6 +193,7 @@ def fetch_common_tests(version: str | None = None, index_url: str | None = None)
     index_url = index_url or configured_index_url()
     file_name, published_sha256 = published_sdist_sha256(version, index_url)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partial_folders(final.parent)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{version}-", dir=final.parent))
     partial.chmod(0o755)  # mkdtemp makes it private; the cache is ordinary readable files
     try:
@@ -221,6 +223,14 @@ def fetch_common_tests(version: str | None = None, index_url: str | None = None)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+def remove_stale_partial_folders(root: Path, older_than_s: float = 3600) -> None:
+    """Removes what killed fetches left (.partial-* folders, never used as a cache), sparing recent ones that a
+    concurrent fetch may still be writing."""
+    for folder in root.glob(".partial-*"):
+        if time.time() - folder.stat().st_mtime > older_than_s:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def verify_cache(folder: Path) -> None:
@@ -270,9 +280,10 @@ def import_common_tests_or_skip() -> tuple[ModuleType, ModuleType, ModuleType]:
     try:
         return import_common_tests()
     except TransformersTestsUnavailable as error:
-        if common_tests_required():
-            pytest.fail(f"{error}\n({REQUIRE_ENV}=1: the common checks must run here.)", pytrace=False)
-        pytest.skip(f"Transformers' common checks skipped: {error}", allow_module_level=True)
+        unavailable = str(error)  # reported outside the handler, without the chained traceback
+    if common_tests_required():
+        pytest.fail(f"{unavailable}\n({REQUIRE_ENV}=1: the common checks must run here.)", pytrace=False)
+    pytest.skip(f"Skipping Transformers' common checks. {unavailable}", allow_module_level=True)
 
 
 def main() -> int:
