@@ -197,18 +197,21 @@ def fetch_common_tests(version: str | None = None, index_url: str | None = None)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{version}-", dir=final.parent))
     partial.chmod(0o755)  # mkdtemp makes it private; the cache is ordinary readable files
     try:
-        with tempfile.TemporaryDirectory(prefix="transformers-sdist-") as download_dir:
-            download_sdist(version, published_sha256, Path(download_dir))
-            sdist = Path(download_dir) / file_name
-            if not sdist.is_file():
-                raise TransformersTestsUnavailable(f"pip download did not produce {file_name} in {download_dir}")
-            actual_sha256 = file_sha256(sdist)
-            if actual_sha256 != published_sha256:
-                raise TransformersTestsUnavailable(
-                    f"{file_name} has sha256 {actual_sha256}, but {index_url} publishes {published_sha256}: "
-                    "refusing to use it."
-                )
-            files = extract_common_tests(sdist, version, partial)
+        # The download lies inside the partial folder too, so a killed fetch leaves only .partial-* behind.
+        download_dir = partial / "download"
+        download_dir.mkdir()
+        download_sdist(version, published_sha256, download_dir)
+        sdist = download_dir / file_name
+        if not sdist.is_file():
+            raise TransformersTestsUnavailable(f"pip download did not produce {file_name} in {download_dir}")
+        actual_sha256 = file_sha256(sdist)
+        if actual_sha256 != published_sha256:
+            raise TransformersTestsUnavailable(
+                f"{file_name} has sha256 {actual_sha256}, but {index_url} publishes {published_sha256}: "
+                "refusing to use it."
+            )
+        files = extract_common_tests(sdist, version, partial)
+        shutil.rmtree(download_dir)
         # direct_transformers_import() in test_configuration_common.py executes its folder's __init__.py.
         (partial / "__init__.py").write_text(
             f'"""Transformers {version} common test mixins, extracted by tests/transformers_tests.py."""\n'
