@@ -104,7 +104,7 @@ def test_an_edited_cached_file_is_detected(cache_root, tmp_path, monkeypatch):
         transformers_tests.verify_cache(folder)
 
 
-@pytest.mark.parametrize("required", ["", "1"])
+@pytest.mark.parametrize("required", ["", "1"], ids=["local", "ci"])
 def test_unavailable_files_skip_the_common_checks_but_fail_them_in_ci(required, monkeypatch):
     def unavailable():
         raise transformers_tests.TransformersTestsUnavailable("index down")
