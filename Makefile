@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo clean
+.PHONY: install transformers-tests test demo clean
 
 install: $(STAMP)
 
@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# Transformers' common test files for the installed version, from its source distribution on the package index,
+# cached in .cache/transformers-tests/ (see tests/transformers_tests.py).
+transformers-tests: $(STAMP)
+	$(PYTHON) -m tests.transformers_tests
+
+test: $(STAMP) transformers-tests
 	$(PYTHON) -m pytest -q
 
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache/transformers-tests

@@ -15,24 +15,60 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from configuration_pvt import PvtConfig
 
 
-def find_official_fixture_dir() -> Path:
-    """$PVT_OFFICIAL_FIXTURE_DIR, else shared/fixtures/official_pvt_v1 beside this checkout or one of its parents,
-    or beside the local repository it was cloned from."""
+# Stand-in modules named test_*.py by Transformers' layout, holding no tests (see tests/transformers_tests.py).
+collect_ignore = ["transformers_stand_ins"]
+
+OFFICIAL_FIXTURE_FILES = ("official_pvt_v1_random.pth", "architecture.json", "expected_outputs.safetensors")
+
+
+def official_fixture_candidates() -> list[Path]:
+    """Where the official fixture is looked for: $PVT_OFFICIAL_FIXTURE_DIR alone when set, else
+    shared/fixtures/official_pvt_v1 beside this checkout or one of its parents, or beside the local repository it
+    was cloned from."""
     if "PVT_OFFICIAL_FIXTURE_DIR" in os.environ:
-        return Path(os.environ["PVT_OFFICIAL_FIXTURE_DIR"])
+        return [Path(os.environ["PVT_OFFICIAL_FIXTURE_DIR"])]
     checkouts = [REPO_ROOT]
     origin = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+        ["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     if origin and Path(origin).is_dir():
         checkouts.append(Path(origin).resolve())
-    candidates = [
-        folder / "shared" / "fixtures" / "official_pvt_v1" for checkout in checkouts for folder in checkout.parents
-    ]
+    return [folder / "shared" / "fixtures" / "official_pvt_v1" for checkout in checkouts for folder in checkout.parents]
+
+
+def find_official_fixture_dir() -> Path:
+    """The first candidate holding the fixture, else the first candidate (reported by official_fixture)."""
+    candidates = official_fixture_candidates()
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
 OFFICIAL_FIXTURE_DIR = find_official_fixture_dir()
+
+
+def load_official_fixture(directory: Path) -> dict:
+    """The fixture's files; fails (never skips: the tests that need it are the model's reference) with where it was
+    looked for and how to point to it."""
+    missing = [name for name in OFFICIAL_FIXTURE_FILES if not (directory / name).is_file()]
+    if missing:
+        searched = "\n  ".join(str(path) for path in official_fixture_candidates())
+        pytest.fail(
+            f"The official PVT fixture is required, but {directory} lacks {', '.join(missing)}.\n"
+            f"Looked for it in:\n  {searched}\n"
+            "Point to it with PVT_OFFICIAL_FIXTURE_DIR=/path/to/fixtures/official_pvt_v1 (the folder holding "
+            f"{', '.join(OFFICIAL_FIXTURE_FILES)}).",
+            pytrace=False,
+        )
+    from safetensors.torch import load_file
+
+    return {
+        "architecture": json.loads((directory / "architecture.json").read_text()),
+        "checkpoint": directory / "official_pvt_v1_random.pth",
+        "state_dict": torch.load(directory / "official_pvt_v1_random.pth", weights_only=True),
+        "expected": load_file(directory / "expected_outputs.safetensors"),
+    }
 
 
 def tiny_config(**overrides) -> PvtConfig:
@@ -51,19 +87,9 @@ def tiny_config(**overrides) -> PvtConfig:
 
 
 @pytest.fixture
-def official_fixture():
+def official_fixture() -> dict:
     """The authors' outputs on a small random PVT (see ../shared/fixtures/official_pvt_v1/README.md)."""
-    if not (OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth").is_file():
-        pytest.skip(f"official PVT fixture not found at {OFFICIAL_FIXTURE_DIR} (set PVT_OFFICIAL_FIXTURE_DIR)")
-    from safetensors.torch import load_file
-
-    architecture = json.loads((OFFICIAL_FIXTURE_DIR / "architecture.json").read_text())
-    return {
-        "architecture": architecture,
-        "checkpoint": OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth",
-        "state_dict": torch.load(OFFICIAL_FIXTURE_DIR / "official_pvt_v1_random.pth", weights_only=True),
-        "expected": load_file(OFFICIAL_FIXTURE_DIR / "expected_outputs.safetensors"),
-    }
+    return load_official_fixture(OFFICIAL_FIXTURE_DIR)
 
 
 def config_from_official_architecture(architecture: dict, **overrides) -> PvtConfig:

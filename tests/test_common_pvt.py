@@ -1,6 +1,7 @@
 """Transformers' own common model checks (ModelTesterMixin, BackboneTesterMixin, ConfigTester), the bar every
-built-in model meets, run against the PVT classes (mixins vendored from transformers 5.24.0 in
-tests/transformers_common)."""
+built-in model meets, run against the PVT classes. The mixins come from the transformers source distribution of the
+installed version, fetched and cached by tests/transformers_tests.py (skipped, or failed in CI, when it cannot be
+had)."""
 
 import unittest
 
@@ -9,9 +10,16 @@ from transformers.testing_utils import torch_device
 
 from configuration_pvt import PvtConfig
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
-from tests.transformers_common.test_backbone_common import BackboneTesterMixin
-from tests.transformers_common.test_configuration_common import ConfigTester
-from tests.transformers_common.test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor
+from tests.transformers_tests import import_common_tests_or_skip
+
+modeling_common, backbone_common, configuration_common = import_common_tests_or_skip()
+ModelTesterMixin, floats_tensor, ids_tensor = (
+    modeling_common.ModelTesterMixin,
+    modeling_common.floats_tensor,
+    modeling_common.ids_tensor,
+)
+BackboneTesterMixin = backbone_common.BackboneTesterMixin
+ConfigTester = configuration_common.ConfigTester
 
 
 class PvtModelTester:

@@ -1,0 +1,1 @@
+"""Stand-in sub-package; see ../README.md."""
