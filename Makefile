@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install transformers-tests test demo clean
+.PHONY: install transformers-tests test lint demo clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ transformers-tests: $(STAMP)
 
 test: $(STAMP) transformers-tests
 	$(PYTHON) -m pytest -q
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
