@@ -167,6 +167,7 @@ def test_builtin_checkpoint_loads_into_every_class_with_identical_outputs(tmp_pa
 
     # Saved again, it is a checkpoint in our own layout that loads without any renaming.
     classifier.save_pretrained(tmp_path / "ours")
+    assert set(load_file(tmp_path / "ours" / "model.safetensors")) == set(classifier.state_dict())
     reloaded = PvtForImageClassification.from_pretrained(tmp_path / "ours").eval()
     assert reloaded.config.model_type == "pvt_v1"
     with torch.no_grad():
@@ -430,6 +431,63 @@ def test_backbone_out_features_and_channels():
     assert default.out_features == ["stage4"]
 
 
+def test_backbone_loads_a_classifier_checkpoint_quietly_but_reports_a_stray_key(tmp_path):
+    """The class token, final norm and classifier are dropped on purpose (`_keys_to_ignore_on_load_unexpected`);
+    any other key that fits nowhere is still reported."""
+    classifier = PvtForImageClassification(tiny_config())
+    classifier.save_pretrained(tmp_path)
+    logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+
+    def load():
+        with CaptureLogger(logger) as captured:
+            backbone, loading_info = PvtBackbone.from_pretrained(tmp_path, output_loading_info=True)
+        return backbone, loading_info, captured.out
+
+    backbone, loading_info, log = load()
+    assert loading_info["unexpected_keys"] == set() and loading_info["missing_keys"] == set()
+    assert "UNEXPECTED" not in log and "LOAD REPORT" not in log
+    torch.testing.assert_close(backbone.stages[3].position_embeddings, classifier.pvt.stages[3].position_embeddings)
+
+    weights = load_file(tmp_path / "model.safetensors")
+    assert {"pvt.stages.3.cls_token", "pvt.layernorm.weight", "classifier.weight"} <= set(weights)
+    weights["pvt.stages.0.layers.0.attention.qkv.weight"] = torch.zeros(3)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    _, loading_info, log = load()
+    assert loading_info["unexpected_keys"] == {"pvt.stages.0.layers.0.attention.qkv.weight"}
+    assert "pvt.stages.0.layers.0.attention.qkv.weight | UNEXPECTED" in log and "cls_token" not in log
+
+
+def test_freeze_stages_keeps_the_first_stages_fixed_through_an_optimizer_step():
+    torch.manual_seed(0)
+    backbone = PvtBackbone(tiny_config(out_features=ALL_STAGES, hidden_dropout_prob=0.1, drop_path_rate=0.1))
+    backbone.freeze_stages(2)
+    backbone.train()
+    assert [stage.training for stage in backbone.stages] == [False, False, True, True]  # no dropout where frozen
+    frozen = {f"stages.{index}." for index in (0, 1)}
+    before = {name: parameter.detach().clone() for name, parameter in backbone.named_parameters()}
+    assert {name for name, p in backbone.named_parameters() if not p.requires_grad} == {
+        name for name in before if name[:9] in frozen
+    }
+    # weight decay would move even a parameter without gradient, were it handed to the optimizer
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-2, weight_decay=0.1)
+    loss = sum(feature_map.square().mean() for feature_map in backbone(pixels(2)).feature_maps)
+    loss.backward()
+    optimizer.step()
+    for name, parameter in backbone.named_parameters():
+        if name[:9] in frozen:
+            assert parameter.grad is None and torch.equal(parameter, before[name]), name
+        else:
+            assert not torch.equal(parameter, before[name]), name
+    assert {name[:9] for name in before if name[:9] in frozen} == frozen  # patch and position embeddings included
+    assert "stages.0.patch_embeddings.projection.weight" in before and "stages.1.position_embeddings" in before
+
+
+@pytest.mark.parametrize("num_stages", [-1, 5, 1.5, True])
+def test_freeze_stages_rejects_a_count_outside_the_stages(num_stages):
+    with pytest.raises(ValueError, match="num_stages must be a whole number from 0 to 4"):
+        PvtBackbone(tiny_config()).freeze_stages(num_stages)
+
+
 def test_backbone_hidden_states_on_request():
     backbone = PvtBackbone(tiny_config(out_features=ALL_STAGES)).eval()
     with torch.no_grad():
@@ -567,6 +625,27 @@ def test_save_and_load_round_trip(tmp_path):
     assert type(reloaded) is PvtForImageClassification
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixels()).logits, model(pixels()).logits)
+
+
+def test_saved_config_names_every_auto_class_and_saving_leaves_the_config_alone(tmp_path):
+    model = PvtBackbone(tiny_config(out_features=["stage2", "stage4"]))
+    before = model.config.to_dict()
+    model.save_pretrained(tmp_path / "first")
+    model.save_pretrained(tmp_path / "second")
+    after = model.config.to_dict()
+    # Transformers' save_pretrained stamps these two on every model's config; nothing else may change
+    stamped = {"architectures": ["PvtBackbone"], "dtype": "float32"}
+    assert {key: after[key] for key in stamped} == stamped
+    assert {key: value for key, value in after.items() if key not in stamped} == {
+        key: value for key, value in before.items() if key not in stamped
+    }
+    assert json.loads((tmp_path / "first" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_pvt.PvtConfig",
+        "AutoModel": "modeling_pvt.PvtModel",
+        "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+        "AutoBackbone": "modeling_pvt.PvtBackbone",
+    }
+    assert (tmp_path / "first" / "config.json").read_text() == (tmp_path / "second" / "config.json").read_text()
 
 
 def test_auto_classes_build_our_models():
