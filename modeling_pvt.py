@@ -323,9 +323,7 @@ class PvtStage(nn.Module):
         grid = nn.functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 
-    def forward(
-        self, feature_map: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> tuple[torch.Tensor, int, int]:
+    def forward(self, feature_map: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, int, int]:
         hidden_states, height, width = self.patch_embeddings(feature_map)
         hidden_states = hidden_states + self.interpolate_pos_encoding(height, width)
         if self.cls_token is not None:

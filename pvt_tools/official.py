@@ -93,7 +93,9 @@ def check_not_truncated(path: Path) -> None:
     was cut short (an interrupted download or copy) or damaged."""
     size = path.stat().st_size
     if size == 0:
-        raise OfficialCheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish. Fetch it again.")
+        raise OfficialCheckpointError(
+            f"{path} is empty (0 bytes): the download or copy did not finish. Fetch it again."
+        )
     with path.open("rb") as file:
         if file.read(4) != ZIP_MAGIC:
             return  # the legacy (pre-1.6) format has no directory; torch.load reports damage there
@@ -248,8 +250,10 @@ def infer_config_from_official(
         num_attention_heads = PvtConfig.from_variant(variant).num_attention_heads
     num_attention_heads = list(num_attention_heads or paper_heads)
     if num_attention_heads != paper_heads and not allow_custom_heads:
-        described = f"the paper's {described_variant}, which these weights' shapes describe" if described_variant else (
-            "the default: these weights' shapes are none of the paper's models"
+        described = (
+            f"the paper's {described_variant}, which these weights' shapes describe"
+            if described_variant
+            else "the default: these weights' shapes are none of the paper's models"
         )
         raise OfficialCheckpointError(
             f"--num_attention_heads {' '.join(map(str, num_attention_heads))} differs from the head counts "
@@ -287,8 +291,14 @@ def official_key_shapes(config: PvtConfig) -> dict[str, tuple[int, ...]]:
     in_channels = config.num_channels
     last = config.num_encoder_blocks
     for stage, (hidden, patch, depth, ratio, reduction, grid) in enumerate(
-        zip(config.hidden_sizes, config.patch_sizes, config.depths, config.mlp_ratios,
-            config.sequence_reduction_ratios, grids),
+        zip(
+            config.hidden_sizes,
+            config.patch_sizes,
+            config.depths,
+            config.mlp_ratios,
+            config.sequence_reduction_ratios,
+            grids,
+        ),
         start=1,
     ):
         mlp_hidden = int(hidden * ratio)
@@ -385,7 +395,9 @@ def official_classifier_forward(
             prefix = f"block{stage}.{layer}"
 
             def linear(inputs, name):
-                return functional.linear(inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias"))
+                return functional.linear(
+                    inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
+                )
 
             def norm(inputs, name, eps):
                 return functional.layer_norm(

@@ -824,7 +824,9 @@ def test_chunked_mlp_computes_the_same_as_the_whole_mlp():
         mlp_calls = [0] * len(model.pvt.stages)
         for index, stage in enumerate(model.pvt.stages):
             for layer in stage.layers:
-                layer.mlp.register_forward_hook(lambda *_, index=index: mlp_calls.__setitem__(index, mlp_calls[index] + 1))
+                layer.mlp.register_forward_hook(
+                    lambda *_, index=index: mlp_calls.__setitem__(index, mlp_calls[index] + 1)
+                )
         with torch.set_grad_enabled(with_gradients):
             outputs = model(pixel_values, output_hidden_states=True)
         return outputs, mlp_calls

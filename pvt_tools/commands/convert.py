@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvt_tools.hub import ExportError, PushError, check_repo_id, push_export
+from pvt_tools.hub import ExportError, check_repo_id, push_export
 from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_official_checkpoint
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
