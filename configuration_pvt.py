@@ -16,6 +16,15 @@ PVT_VARIANTS: dict[str, dict] = {
 
 SEQUENCE_REDUCTION_TYPES = ("conv", "avg_pool", "max_pool")
 
+# Written into config.json by `save_pretrained`, so that one saved folder serves every Auto class with
+# `trust_remote_code=True` on a machine where this project is not installed.
+AUTO_MAP: dict[str, str] = {
+    "AutoConfig": "configuration_pvt.PvtConfig",
+    "AutoModel": "modeling_pvt.PvtModel",
+    "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+    "AutoBackbone": "modeling_pvt.PvtBackbone",
+}
+
 PER_STAGE_FIELDS = (
     "depths",
     "sequence_reduction_ratios",
@@ -62,6 +71,11 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         sequence_reduction_type (`str`, defaults to `"conv"`): `"conv"`: the official strided projection of each
             RxR patch; `"avg_pool"` / `"max_pool"`: pool each RxR cell, then a learned CxC linear projection (the
             paper's description). Both are followed by a LayerNorm.
+        inference_mlp_chunk_size (`int`, defaults to 2048): Without gradients (inference), each layer runs its MLP
+            over chunks of this many tokens along each image's sequence: the same outputs, a fraction of the peak
+            memory at detection resolutions (the MLP's hidden activations are 4-8 times the tokens' size). 0 runs
+            the MLP in one piece. `chunk_size_feed_forward` (Transformers' setting, 0 = off), when set, applies
+            with and without gradients and takes precedence.
         out_features / out_indices: Which of `stage1`..`stage4` a [`PvtBackbone`] returns.
     """
 
@@ -87,6 +101,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     sequence_reduction_layer_norm_eps: float = 1e-5
     qkv_bias: bool = True
     sequence_reduction_type: str = "conv"
+    inference_mlp_chunk_size: int = 2048
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -105,6 +120,8 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
         super().__post_init__(**kwargs)
+        # Every Auto class, set once here: saving (which adds the saved class's entry) leaves the config as it was.
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
 
     def _validate_stages(self) -> None:
         stages = self.num_encoder_blocks
@@ -135,6 +152,11 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"sequence_reduction_type must be one of {list(SEQUENCE_REDUCTION_TYPES)}, "
                 f"got {self.sequence_reduction_type!r}."
             )
+        if isinstance(self.inference_mlp_chunk_size, bool) or self.inference_mlp_chunk_size < 0:
+            raise ValueError(
+                f"inference_mlp_chunk_size must be a whole number of tokens >= 0 (0 runs the MLP in one piece), got "
+                f"{self.inference_mlp_chunk_size!r}."
+            )
         image_size = self.image_size if isinstance(self.image_size, list) else [self.image_size]
         if len(image_size) not in (1, 2) or any(side <= 0 for side in image_size):
             raise ValueError(f"image_size must be a positive int or [height, width], got {self.image_size}.")
@@ -154,4 +176,4 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**settings)
 
 
-__all__ = ["PvtConfig", "PVT_VARIANTS"]
+__all__ = ["PvtConfig", "PVT_VARIANTS", "AUTO_MAP"]

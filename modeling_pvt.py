@@ -6,7 +6,6 @@ spatial-reduction attention (keys and values from a grid R times coarser) and an
 class token for classification; `PvtBackbone` returns the four stage maps for dense prediction.
 """
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -54,15 +53,6 @@ BUILTIN_PVT_KEY_MAPPING: dict[str, str] = {
 }
 
 
-# What `save_pretrained` writes into config.json so that the folder loads with `trust_remote_code=True`.
-AUTO_MAP: dict[str, str] = {
-    "AutoConfig": "configuration_pvt.PvtConfig",
-    "AutoModel": "modeling_pvt.PvtModel",
-    "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
-    "AutoBackbone": "modeling_pvt.PvtBackbone",
-}
-
-
 def native_grid_sizes(config: PvtConfig) -> list[tuple[int, int]]:
     """Token grid (height, width) of every stage at `config.image_size`, where position embeddings are stored."""
     height, width = (config.image_size, config.image_size) if isinstance(config.image_size, int) else config.image_size
@@ -101,62 +91,6 @@ def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig) -> None:
         )
 
 
-def _cpu_has_bfloat16_matmul() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: keep PyTorch's own kernels
-
-
-CPU_HAS_BFLOAT16_MATMUL = _cpu_has_bfloat16_matmul()
-
-
-def emulates_bfloat16(tensor: torch.Tensor) -> bool:
-    """True under CPU bfloat16 autocast on a processor without bfloat16 instructions (AVX2-only x86, say).
-
-    There PyTorch's bfloat16 matrix multiplies run about ten times slower than float32 ones, so this model multiplies
-    the bfloat16-rounded operands in float32 instead: the same exact products, float32 accumulation as the bfloat16
-    kernels, a bfloat16 result, as fast as float32.
-    """
-    return (
-        tensor.device.type == "cpu"
-        and not CPU_HAS_BFLOAT16_MATMUL
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    )
-
-
-def rounded_to_bfloat16(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    """The float32 copy of `tensor`'s bfloat16 rounding (what autocast would feed a bfloat16 kernel)."""
-    return None if tensor is None else tensor.to(torch.bfloat16).to(torch.float32)
-
-
-class PvtLinear(nn.Linear):
-    """`nn.Linear` that keeps float32 speed under CPU bfloat16 autocast (see `emulates_bfloat16`)."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if not emulates_bfloat16(hidden_states):
-            return super().forward(hidden_states)
-        with torch.autocast("cpu", enabled=False):
-            output = nn.functional.linear(
-                rounded_to_bfloat16(hidden_states), rounded_to_bfloat16(self.weight), rounded_to_bfloat16(self.bias)
-            )
-        return output.to(torch.bfloat16)
-
-
-class PvtConv2d(nn.Conv2d):
-    """`nn.Conv2d` that keeps float32 speed under CPU bfloat16 autocast (see `emulates_bfloat16`)."""
-
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        if not emulates_bfloat16(feature_map):
-            return super().forward(feature_map)
-        with torch.autocast("cpu", enabled=False):
-            output = self._conv_forward(
-                rounded_to_bfloat16(feature_map), rounded_to_bfloat16(self.weight), rounded_to_bfloat16(self.bias)
-            )
-        return output.to(torch.bfloat16)
-
-
 class PvtPatchEmbeddings(nn.Module):
     """Non-overlapping patches -> tokens: a strided convolution, then LayerNorm."""
 
@@ -164,7 +98,7 @@ class PvtPatchEmbeddings(nn.Module):
         super().__init__()
         in_channels = config.num_channels if stage_index == 0 else config.hidden_sizes[stage_index - 1]
         hidden_size = config.hidden_sizes[stage_index]
-        self.projection = PvtConv2d(
+        self.projection = nn.Conv2d(
             in_channels,
             hidden_size,
             kernel_size=config.patch_sizes[stage_index],
@@ -188,11 +122,11 @@ class PvtSequenceReduction(nn.Module):
         ratio = config.sequence_reduction_ratios[stage_index]
         if config.sequence_reduction_type == "conv":
             self.pool = None
-            self.projection = PvtConv2d(hidden_size, hidden_size, kernel_size=ratio, stride=ratio)
+            self.projection = nn.Conv2d(hidden_size, hidden_size, kernel_size=ratio, stride=ratio)
         else:
             pool_class = nn.AvgPool2d if config.sequence_reduction_type == "avg_pool" else nn.MaxPool2d
             self.pool = pool_class(kernel_size=ratio, stride=ratio)
-            self.projection = PvtLinear(hidden_size, hidden_size)
+            self.projection = nn.Linear(hidden_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=config.sequence_reduction_layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -236,10 +170,10 @@ class PvtAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False
 
-        self.q_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.k_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.v_proj = PvtLinear(hidden_size, hidden_size, bias=config.qkv_bias)
-        self.o_proj = PvtLinear(hidden_size, hidden_size)
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         has_reduction = config.sequence_reduction_ratios[stage_index] > 1
         self.sequence_reduction = PvtSequenceReduction(config, stage_index) if has_reduction else None
@@ -261,22 +195,16 @@ class PvtAttention(nn.Module):
         if kwargs.get("output_attentions", self.config.output_attentions):
             implementation = "eager"  # only eager materialises the attention weights
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        emulate = emulates_bfloat16(query)
-        if emulate:  # bfloat16 values are exact in float32: attend there, at float32 speed
-            query, key, value = query.float(), key.float(), value.float()
-        with torch.autocast("cpu", enabled=False) if emulate else contextlib.nullcontext():
-            attn_output, attn_weights = attention_interface(
-                self,
-                query,
-                key,
-                value,
-                None,
-                dropout=self.attention_dropout if self.training else 0.0,
-                scaling=self.scaling,
-                **kwargs,
-            )
-        if emulate:
-            attn_output = attn_output.to(torch.bfloat16)
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
         attn_output = self.dropout(self.o_proj(attn_output.reshape(batch_size, num_tokens, -1)))
         return attn_output, attn_weights
 
@@ -286,9 +214,9 @@ class PvtMLP(nn.Module):
         super().__init__()
         hidden_size = config.hidden_sizes[stage_index]
         intermediate_size = int(hidden_size * config.mlp_ratios[stage_index])
-        self.fc1 = PvtLinear(hidden_size, intermediate_size)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.activation_fn = ACT2FN[config.hidden_act]
-        self.fc2 = PvtLinear(intermediate_size, hidden_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -315,10 +243,18 @@ class PvtDropPath(nn.Module):
         return f"p={self.drop_prob}"
 
 
-# Without gradients, the MLP runs over chunks of this many tokens (counted over the whole batch) unless
-# `config.chunk_size_feed_forward` says otherwise: the same numbers, faster (the hidden activations stay in cache)
-# and with a fraction of the peak memory at detection resolutions.
-INFERENCE_MLP_CHUNK_TOKENS = 2048
+def feed_forward_in_chunks(
+    feed_forward: Callable[[torch.Tensor], torch.Tensor], hidden_states: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """`feed_forward` over chunks of `chunk_size` tokens along the sequence (dim 1) of each image, or in one piece
+    when `chunk_size` is 0. The MLP is token-wise, so the result is the same; only the peak memory differs.
+
+    Transformers' `apply_chunking_to_forward` does this too, but only for sequence lengths that are a multiple of
+    the chunk size; PVT's lengths follow the image size (any size from 32 pixels, plus the class token), so the
+    last chunk here may be shorter."""
+    if chunk_size <= 0 or hidden_states.shape[1] <= chunk_size:
+        return feed_forward(hidden_states)
+    return torch.cat([feed_forward(chunk) for chunk in hidden_states.split(chunk_size, dim=1)], dim=1)
 
 
 class PvtLayer(GradientCheckpointingLayer):
@@ -333,19 +269,17 @@ class PvtLayer(GradientCheckpointingLayer):
         self.mlp = PvtMLP(config, stage_index)
         self.drop_path = PvtDropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.chunk_size_feed_forward = config.chunk_size_feed_forward
+        self.inference_mlp_chunk_size = config.inference_mlp_chunk_size
 
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> torch.Tensor:
         attention_output, _ = self.attention(self.layer_norm_1(hidden_states), height, width, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
-        chunk_size = self.chunk_size_feed_forward or (0 if torch.is_grad_enabled() else INFERENCE_MLP_CHUNK_TOKENS)
-        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])  # (B * N, C): the MLP is token-wise
-        if 0 < chunk_size < tokens.shape[0]:
-            chunks = [self.feed_forward(chunk) for chunk in tokens.split(chunk_size)]
-            mlp_output = torch.cat(chunks).view_as(hidden_states)
-        else:
-            mlp_output = self.feed_forward(hidden_states)
+        # chunk_size_feed_forward (Transformers' setting) wins; otherwise chunk only without gradients, where the
+        # whole MLP activation need not be kept for a backward pass
+        chunk_size = self.chunk_size_feed_forward or (0 if torch.is_grad_enabled() else self.inference_mlp_chunk_size)
+        mlp_output = feed_forward_in_chunks(self.feed_forward, hidden_states, chunk_size)
         return hidden_states + self.drop_path(mlp_output)
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -389,9 +323,7 @@ class PvtStage(nn.Module):
         grid = nn.functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 
-    def forward(
-        self, feature_map: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> tuple[torch.Tensor, int, int]:
+    def forward(self, feature_map: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> tuple[torch.Tensor, int, int]:
         hidden_states, height, width = self.patch_embeddings(feature_map)
         hidden_states = hidden_states + self.interpolate_pos_encoding(height, width)
         if self.cls_token is not None:
@@ -406,19 +338,6 @@ class PvtStage(nn.Module):
 def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, H*W, C) -> (B, C, H, W)."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
-
-
-def is_builtin_pvt_checkpoint(name_or_path, load_kwargs: dict) -> bool:
-    """Whether a checkpoint's config.json says model_type "pvt": Transformers' built-in Pvt layout."""
-    if name_or_path is None or isinstance(load_kwargs.get("config"), PvtConfig):
-        return False
-    hub_kwargs = {
-        name: load_kwargs[name]
-        for name in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-        if name in load_kwargs
-    }
-    config_dict, _ = PvtConfig.get_config_dict(name_or_path, **hub_kwargs)
-    return config_dict.get("model_type") == "pvt"
 
 
 class PvtPreTrainedModel(PreTrainedModel):
@@ -443,22 +362,20 @@ class PvtPreTrainedModel(PreTrainedModel):
     }
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Also loads checkpoints of Transformers' built-in Pvt (config model_type "pvt"), renaming their keys."""
-        explicit_mapping = kwargs.get("key_mapping") is not None
-        if explicit_mapping or not is_builtin_pvt_checkpoint(pretrained_model_name_or_path, kwargs):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, key_mapping: dict[str, str] | None = None, **kwargs):
+        """Also loads checkpoints of Transformers' built-in Pvt (model_type "pvt"): without a `key_mapping` of your
+        own, Transformers renames their keys with `BUILTIN_PVT_KEY_MAPPING` while it reads them (the patterns match
+        only built-in names, so this project's checkpoints load unchanged). Saving afterwards writes this project's
+        layout; a `key_mapping` of your own replaces the built-in one and is reverted on saving, as Transformers
+        does."""
+        if key_mapping is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, key_mapping=key_mapping, **kwargs)
         loaded = super().from_pretrained(
             pretrained_model_name_or_path, *args, key_mapping=BUILTIN_PVT_KEY_MAPPING, **kwargs
         )
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
-        model._weight_conversions = []  # saving writes our own layout, not the built-in one it was read from
+        model._weight_conversions = []  # the renamings that were used are not reverted on saving
         return loaded
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also names every Auto class in config.json's `auto_map`, so one saved folder serves them all."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The official initialisation: truncated normal for linear layers, position embeddings and the class
@@ -551,11 +468,41 @@ class PvtForImageClassification(PvtPreTrainedModel):
 class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
     """The official dense-prediction PVT: four NCHW maps at strides 4, 8, 16, 32; no class token, no final norm."""
 
+    # What a classifier checkpoint (ours or the built-in Pvt's, with or without the "pvt." prefix) holds beyond the
+    # backbone: dropped on purpose when a backbone loads it, so not reported; any other stray key still is.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(pvt\.)?stages\.\d+\.cls_token$",
+        r"^(pvt\.)?layernorm\.(weight|bias)$",
+        r"^classifier\.(weight|bias)$",
+    ]
+
     def __init__(self, config: PvtConfig):
         super().__init__(config)
         self.stages = nn.ModuleList(PvtStage(config, index) for index in range(config.num_encoder_blocks))
         self.num_features = list(config.hidden_sizes)
+        self.num_frozen_stages = 0
         self.post_init()
+
+    def freeze_stages(self, num_stages: int) -> None:
+        """Freeze the first `num_stages` stages (patch embedding, position embeddings and layers), as mmdet's
+        `frozen_stages` (fine-tuning a detector with the early, generic stages fixed): their parameters stop
+        requiring gradients and they stay in eval mode (no dropout, no stochastic depth) even after `train()`.
+        0 freezes nothing; stages frozen by an earlier call stay frozen."""
+        total = len(self.stages)
+        if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 0 <= num_stages <= total:
+            raise ValueError(
+                f"num_stages must be a whole number from 0 to {total} (the number of stages), got {num_stages!r}."
+            )
+        self.num_frozen_stages = max(self.num_frozen_stages, num_stages)
+        for stage in self.stages[:num_stages]:
+            stage.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "PvtBackbone":
+        super().train(mode)
+        for stage in self.stages[: self.num_frozen_stages]:
+            stage.eval()
+        return self
 
     @can_return_tuple
     @filter_output_hidden_states

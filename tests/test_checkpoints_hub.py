@@ -30,12 +30,15 @@ from configuration_pvt import PvtConfig
 from pvt_tools.hub import EXPORT_FILES, ExportError, export_model, validate_export_dir
 from pvt_tools.variants import VARIANT_FACTS
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
+from pvt_tools import official
 from pvt_tools.official import (
+    ConversionMismatchError,
     OfficialCheckpointError,
     infer_config_from_official,
     load_official_checkpoint,
     official_classifier_forward,
     official_key_shapes,
+    parity_failures,
 )
 
 
@@ -264,7 +267,7 @@ def test_official_maths_reference_reproduces_the_authors_logits(official_fixture
     config = infer_config_from_official(state_dict)
     with torch.no_grad():
         logits = official_classifier_forward(state_dict, config, official_fixture["expected"]["pixel_values_224"])
-    torch.testing.assert_close(logits, official_fixture["expected"]["logits_224"], atol=1e-4, rtol=0)
+    assert parity_failures({"logits_224": logits}, {"logits_224": official_fixture["expected"]["logits_224"]}) == []
 
 
 def test_convert_script_reproduces_the_authors_outputs(official_fixture, tmp_path, capsys):
@@ -288,7 +291,7 @@ def test_convert_script_reproduces_the_authors_outputs(official_fixture, tmp_pat
     expected = official_fixture["expected"]
     with torch.no_grad():
         logits = model(expected["pixel_values_224"]).logits
-    torch.testing.assert_close(logits, expected["logits_224"], atol=1e-4, rtol=0)
+    assert parity_failures({"logits_224": logits}, {"logits_224": expected["logits_224"]}) == []
 
 
 def test_convert_unwraps_a_model_dict(official_fixture, tmp_path):
@@ -298,7 +301,7 @@ def test_convert_unwraps_a_model_dict(official_fixture, tmp_path):
     model = PvtForImageClassification.from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
         logits = model(official_fixture["expected"]["pixel_values_224"]).logits
-    torch.testing.assert_close(logits, official_fixture["expected"]["logits_224"], atol=1e-4, rtol=0)
+    assert parity_failures({"logits_224": logits}, {"logits_224": official_fixture["expected"]["logits_224"]}) == []
 
 
 def test_convert_refuses_a_file_with_python_objects(official_fixture, tmp_path, capsys):
@@ -370,13 +373,74 @@ def test_convert_says_a_cut_file_is_truncated(official_fixture, tmp_path, capsys
 
 
 def test_convert_checks_heads_and_variant(official_fixture, tmp_path, capsys):
-    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--num_attention_heads", 1, 2, 3, 8) == 2
+    checkpoint, architecture = official_fixture["checkpoint"], official_fixture["architecture"]
+    assert architecture["num_heads"] == [1, 2, 5, 8]  # the default, since the shapes are none of the paper's models
+    # 1 1 5 8 runs and would pass a verification built from the same heads: refused, naming both head lists
+    assert convert(checkpoint, tmp_path / "out", "--num_attention_heads", 1, 1, 5, 8) == 2
+    error = capsys.readouterr().err
+    assert "--num_attention_heads 1 1 5 8 differs from the head counts 1 2 5 8" in error
+    assert "--allow_custom_heads" in error
+    assert convert(checkpoint, tmp_path / "out", "--num_attention_heads", 1, 2, 3, 8, "--allow_custom_heads") == 2
     assert "not divisible by num_attention_heads" in capsys.readouterr().err
-    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--variant", "pvt-small") == 2
+    assert convert(checkpoint, tmp_path / "out", "--variant", "pvt-small") == 2
     error = capsys.readouterr().err
     assert "not the paper's pvt-small" in error and "depths [2, 1, 2, 1] (the paper's pvt-small: [3, 4, 6, 3])" in error
     assert_nothing_written(tmp_path / "out")
-    assert convert(official_fixture["checkpoint"], tmp_path / "out", "--num_attention_heads", 1, 2, 5, 8) == 0
+    assert convert(checkpoint, tmp_path / "out", "--num_attention_heads", 1, 2, 5, 8) == 0
+    # explicitly allowed, other heads convert (and give other logits than the authors')
+    assert convert(checkpoint, tmp_path / "custom", "--num_attention_heads", 1, 1, 5, 8, "--allow_custom_heads") == 0
+    model = PvtForImageClassification.from_pretrained(tmp_path / "custom").eval()
+    assert model.config.num_attention_heads == [1, 1, 5, 8]
+    expected = official_fixture["expected"]
+    with torch.no_grad():
+        logits = model(expected["pixel_values_224"]).logits
+    assert parity_failures({"logits_224": logits}, {"logits_224": expected["logits_224"]}) != []
+
+
+def test_convert_refuses_heads_other_than_the_paper_variants(tmp_path, capsys):
+    """Shapes of the paper's PVT-Tiny (with a 10-class head) and other heads: refused, naming the variant."""
+    shapes = official_key_shapes(PvtConfig.from_variant("pvt-tiny", num_labels=10))
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {key: torch.randn(shape, generator=generator) * 0.02 for key, shape in shapes.items()}
+    with pytest.raises(OfficialCheckpointError, match="differs from the head counts 1 2 5 8 of the paper's pvt-tiny"):
+        infer_config_from_official(state_dict, num_attention_heads=[2, 2, 5, 8])
+    config = infer_config_from_official(state_dict, num_attention_heads=[2, 2, 5, 8], allow_custom_heads=True)
+    assert config.num_attention_heads == [2, 2, 5, 8]
+    assert infer_config_from_official(state_dict).num_attention_heads == [1, 2, 5, 8]
+
+
+@pytest.mark.parametrize("tamper", ["weights", "forward"])
+def test_convert_stops_when_the_converted_model_differs(official_fixture, tmp_path, monkeypatch, capsys, tamper):
+    """The verification bites: a converted model 1% off in one weight matrix, or with a forward that is not the
+    official one, raises ConversionMismatchError and leaves nothing behind."""
+    if tamper == "weights":
+        convert_weights = official.convert_official_state_dict
+
+        def tampered_conversion(state_dict, num_stages=4):
+            converted = convert_weights(state_dict, num_stages)
+            key = "pvt.stages.1.layers.0.mlp.fc1.weight"
+            converted[key] = converted[key] * 1.01  # a new tensor: the official weights stay as they are
+            return converted
+
+        monkeypatch.setattr(official, "convert_official_state_dict", tampered_conversion)
+    else:
+        monkeypatch.setattr(PvtForImageClassification, "forward", _wrong_forward)
+    output_dir = tmp_path / "out"
+    with pytest.raises(ConversionMismatchError, match="differs from the official network"):
+        official.convert_official_checkpoint(official_fixture["checkpoint"], output_dir)
+    assert "FAILED" in capsys.readouterr().out
+    assert_nothing_written(output_dir)
+    assert convert(official_fixture["checkpoint"], output_dir) == 2
+    assert "nothing was written" in capsys.readouterr().err
+    assert_nothing_written(output_dir)
+
+
+def _wrong_forward(model, pixel_values):
+    """A plausible slip: the classifier reads the mean of the patch tokens instead of the class token."""
+    from transformers.modeling_outputs import ImageClassifierOutput
+
+    outputs = model.pvt(pixel_values)
+    return ImageClassifierOutput(logits=model.classifier(outputs.last_hidden_state[:, 1:].mean(dim=1)))
 
 
 def test_convert_a_paper_variant_gets_its_card_and_imagenet_labels(tmp_path):

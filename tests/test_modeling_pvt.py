@@ -1,6 +1,7 @@
 """Behaviour of the PVT model classes against independent references: the authors' outputs, Transformers'
 built-in Pvt, plain PyTorch maths and the paper's numbers."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,11 +10,13 @@ import pytest
 import torch
 import transformers
 from tests.conftest import REPO_ROOT, config_from_official_architecture, tiny_config
-from pvt_tools.official import convert_official_state_dict
+from pvt_tools.official import convert_official_state_dict, parity_failures
+from safetensors.torch import load_file, save_file
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers.testing_utils import CaptureLogger
 
 from configuration_pvt import PvtConfig
-from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
+from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtLayer, PvtModel
 
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -43,25 +46,66 @@ def official_backbone(official_fixture, **config_overrides) -> PvtBackbone:
 
 # --- numerical fidelity with the authors' code ---------------------------------------------------------------
 
+BACKBONE_FIXTURE_SIZES = ("256x352", "225x301", "97x161")  # a multiple of 32, and two sizes that are not
+
+
+def classifier_parity_failures(model: PvtForImageClassification, expected: dict) -> list[str]:
+    """What differs between the classifier and the authors' logits (see `parity_failures`)."""
+    with torch.no_grad():
+        logits = model(expected["pixel_values_224"]).logits
+    return parity_failures({"logits_224": logits}, {"logits_224": expected["logits_224"]})
+
+
+def backbone_parity_failures(backbone: PvtBackbone, expected: dict) -> list[str]:
+    """What differs between the backbone's four maps and the authors' at every fixture size."""
+    outputs, references = {}, {}
+    for size in BACKBONE_FIXTURE_SIZES:
+        with torch.no_grad():
+            feature_maps = backbone(expected[f"pixel_values_{size}"]).feature_maps
+        for index in range(1, 5):
+            name = f"feature_map_{index}_{size}"
+            outputs[name] = feature_maps[index - 1] if index <= len(feature_maps) else None
+            references[name] = expected[name]
+    return parity_failures(outputs, references)
+
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_classifier_matches_official_logits(official_fixture, attn_implementation):
     model = official_classifier(official_fixture, attn_implementation=attn_implementation)
-    expected = official_fixture["expected"]
-    with torch.no_grad():
-        logits = model(expected["pixel_values_224"]).logits
-    torch.testing.assert_close(logits, expected["logits_224"], atol=1e-4, rtol=0)
+    assert model.config._attn_implementation == attn_implementation
+    assert classifier_parity_failures(model, official_fixture["expected"]) == []
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_backbone_matches_official_feature_maps_at_non_native_size(official_fixture, attn_implementation):
+def test_backbone_matches_official_feature_maps_at_every_fixture_size(official_fixture, attn_implementation):
+    """Four maps at 256x352 and at 225x301 and 97x161 (not multiples of 32: interpolated position embeddings,
+    floored grids)."""
     backbone = official_backbone(official_fixture, attn_implementation=attn_implementation)
+    assert backbone.config._attn_implementation == attn_implementation
+    assert backbone_parity_failures(backbone, official_fixture["expected"]) == []
+
+
+def test_parity_check_catches_a_one_percent_change_of_one_weight_matrix(official_fixture):
+    """The tolerance bites: one stage-2 MLP matrix scaled by 1.01 fails the classifier's and the backbone's check."""
     expected = official_fixture["expected"]
+    model = official_classifier(official_fixture)
+    backbone = official_backbone(official_fixture)
     with torch.no_grad():
-        feature_maps = backbone(expected["pixel_values_256x352"]).feature_maps
-    assert len(feature_maps) == 4
-    for index, feature_map in enumerate(feature_maps, start=1):
-        torch.testing.assert_close(feature_map, expected[f"feature_map_{index}_256x352"], atol=1e-4, rtol=0)
+        model.pvt.stages[1].layers[0].mlp.fc1.weight.mul_(1.01)
+        backbone.stages[1].layers[0].mlp.fc1.weight.mul_(1.01)
+    assert [line.split(":")[0] for line in classifier_parity_failures(model, expected)] == ["logits_224"]
+    failed = {line.split(":")[0] for line in backbone_parity_failures(backbone, expected)}
+    # stage 1 comes before the change and still agrees; every later map at every size is caught
+    assert failed == {f"feature_map_{index}_{size}" for index in (2, 3, 4) for size in BACKBONE_FIXTURE_SIZES}
+
+
+def test_parity_failures_reports_shape_and_nan():
+    reference = torch.ones(2, 3)
+    assert parity_failures({"x": reference + 5e-6}, {"x": reference}) == []  # 1e-5 * 1 + 1e-6 = 1.1e-5
+    assert parity_failures({"x": reference + 2e-5}, {"x": reference})[0].startswith("x: max |difference| 2.00e-05")
+    assert parity_failures({"x": torch.full((2, 3), float("nan"))}, {"x": reference}) != []
+    assert parity_failures({"x": torch.ones(3, 2)}, {"x": reference}) == ["x: shape (3, 2), reference (2, 3)"]
+    assert parity_failures({}, {"x": reference}) == ["x: shape None, reference (2, 3)"]
 
 
 def test_classifier_trunk_equals_backbone_at_other_sizes(official_fixture):
@@ -123,6 +167,7 @@ def test_builtin_checkpoint_loads_into_every_class_with_identical_outputs(tmp_pa
 
     # Saved again, it is a checkpoint in our own layout that loads without any renaming.
     classifier.save_pretrained(tmp_path / "ours")
+    assert set(load_file(tmp_path / "ours" / "model.safetensors")) == set(classifier.state_dict())
     reloaded = PvtForImageClassification.from_pretrained(tmp_path / "ours").eval()
     assert reloaded.config.model_type == "pvt_v1"
     with torch.no_grad():
@@ -142,25 +187,71 @@ def test_builtin_config_json_loads_unchanged():
 # --- attention implementations and outputs -------------------------------------------------------------------
 
 
-def test_sdpa_equals_eager_and_attentions_come_from_eager():
+def count_attention_calls(monkeypatch) -> dict[str, int]:
+    """Count calls of PyTorch's SDPA kernel and of this model's eager attention from now on."""
+    import modeling_pvt
+
+    calls = {"sdpa": 0, "eager": 0}
+    sdpa_kernel, eager_forward = torch.nn.functional.scaled_dot_product_attention, modeling_pvt.eager_attention_forward
+
+    def counted_sdpa(*args, **kwargs):
+        calls["sdpa"] += 1
+        return sdpa_kernel(*args, **kwargs)
+
+    def counted_eager(*args, **kwargs):
+        calls["eager"] += 1
+        return eager_forward(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted_sdpa)
+    monkeypatch.setattr(modeling_pvt, "eager_attention_forward", counted_eager)
+    return calls
+
+
+def test_sdpa_equals_eager(monkeypatch):
+    """Without attention outputs the two models really run different attention code, and agree."""
     torch.manual_seed(0)
     sdpa_model = PvtForImageClassification(tiny_config(attn_implementation="sdpa")).eval()
     eager_model = PvtForImageClassification(tiny_config(attn_implementation="eager")).eval()
     eager_model.load_state_dict(sdpa_model.state_dict())
-    assert sdpa_model.config._attn_implementation == "sdpa"
+    assert (sdpa_model.config._attn_implementation, eager_model.config._attn_implementation) == ("sdpa", "eager")
+    num_layers = sum(sdpa_model.config.depths)
+    calls = count_attention_calls(monkeypatch)
+    pixel_values = pixels(2, 64, 96)
+    with torch.no_grad():
+        sdpa_outputs = sdpa_model(pixel_values, output_hidden_states=True)
+        assert calls == {"sdpa": num_layers, "eager": 0}
+        eager_outputs = eager_model(pixel_values, output_hidden_states=True)
+        assert calls == {"sdpa": num_layers, "eager": num_layers}
+    assert parity_failures({"logits": sdpa_outputs.logits}, {"logits": eager_outputs.logits}) == []
+    for index, (ours, reference) in enumerate(zip(sdpa_outputs.hidden_states, eager_outputs.hidden_states)):
+        assert parity_failures({f"hidden_states[{index}]": ours}, {f"hidden_states[{index}]": reference}) == []
+
+
+def test_attentions_come_from_eager_on_an_sdpa_model(monkeypatch):
+    """Only eager attention materialises the weights: asked for them, an sdpa model switches, with equal results."""
+    torch.manual_seed(0)
+    sdpa_model = PvtForImageClassification(tiny_config(attn_implementation="sdpa")).eval()
+    eager_model = PvtForImageClassification(tiny_config(attn_implementation="eager")).eval()
+    eager_model.load_state_dict(sdpa_model.state_dict())
+    calls = count_attention_calls(monkeypatch)
     pixel_values = pixels(2, 64, 96)
     with torch.no_grad():
         sdpa_outputs = sdpa_model(pixel_values, output_attentions=True)
         eager_outputs = eager_model(pixel_values, output_attentions=True)
-    torch.testing.assert_close(sdpa_outputs.logits, eager_outputs.logits, atol=1e-5, rtol=1e-5)
-    assert all(attention is not None for attention in sdpa_outputs.attentions)
+    assert calls == {"sdpa": 0, "eager": 2 * sum(sdpa_model.config.depths)}
+    torch.testing.assert_close(sdpa_outputs.logits, eager_outputs.logits, atol=0, rtol=0)
+    assert len(sdpa_outputs.attentions) == sum(sdpa_model.config.depths)
     for ours, reference in zip(sdpa_outputs.attentions, eager_outputs.attentions):
-        torch.testing.assert_close(ours, reference)
+        torch.testing.assert_close(ours, reference, atol=0, rtol=0)
 
 
 def test_hidden_state_and_attention_shapes():
     config = tiny_config()
+    torch.manual_seed(0)
     model = PvtModel(config).eval()
+    with torch.no_grad():  # a final LayerNorm that is not 1 / 0
+        model.layernorm.weight.uniform_(0.5, 1.5)
+        model.layernorm.bias.uniform_(-0.5, 0.5)
     height, width = 64, 96
     with torch.no_grad():
         outputs = model(pixels(2, height, width), output_hidden_states=True, output_attentions=True)
@@ -181,8 +272,15 @@ def test_hidden_state_and_attention_shapes():
     expected_hidden.append((2, grids[-1][0] * grids[-1][1] + 1, config.hidden_sizes[-1]))
     assert [tuple(h.shape) for h in outputs.hidden_states] == expected_hidden
     assert [tuple(a.shape) for a in outputs.attentions] == expected_attention
-    torch.testing.assert_close(outputs.hidden_states[-1], outputs.last_hidden_state)
-    torch.testing.assert_close(outputs.pooler_output, outputs.last_hidden_state[:, 0])
+    # the final entry is the last layer's output through the final LayerNorm, and is what the model returns
+    last_layer_output = outputs.hidden_states[-2]
+    final_norm = torch.nn.functional.layer_norm(
+        last_layer_output, (64,), model.layernorm.weight, model.layernorm.bias, eps=config.layer_norm_eps
+    )
+    assert (final_norm - last_layer_output).abs().max() > 0.1  # the norm is not the identity here
+    torch.testing.assert_close(outputs.hidden_states[-1], final_norm)
+    torch.testing.assert_close(outputs.last_hidden_state, final_norm)
+    torch.testing.assert_close(outputs.pooler_output, final_norm[:, 0])
     # attention rows are probability distributions
     torch.testing.assert_close(outputs.attentions[0].sum(-1), torch.ones(outputs.attentions[0].shape[:-1]))
 
@@ -257,6 +355,7 @@ def test_wrong_channel_count_names_the_expected_count():
         (dict(sequence_reduction_ratios=[4, 2, -1, 1]), "sequence_reduction_ratios must hold positive"),
         (dict(sequence_reduction_type="stride"), "sequence_reduction_type must be one of"),
         (dict(sequence_reduction_ratios=[4, 2, 2, 2]), "sequence_reduction_ratios\\[-1\\] must be 1"),
+        (dict(inference_mlp_chunk_size=-1), "inference_mlp_chunk_size must be a whole number of tokens >= 0"),
     ],
 )
 def test_invalid_config_fails_at_construction(overrides, field):
@@ -332,6 +431,63 @@ def test_backbone_out_features_and_channels():
     assert default.out_features == ["stage4"]
 
 
+def test_backbone_loads_a_classifier_checkpoint_quietly_but_reports_a_stray_key(tmp_path):
+    """The class token, final norm and classifier are dropped on purpose (`_keys_to_ignore_on_load_unexpected`);
+    any other key that fits nowhere is still reported."""
+    classifier = PvtForImageClassification(tiny_config())
+    classifier.save_pretrained(tmp_path)
+    logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+
+    def load():
+        with CaptureLogger(logger) as captured:
+            backbone, loading_info = PvtBackbone.from_pretrained(tmp_path, output_loading_info=True)
+        return backbone, loading_info, captured.out
+
+    backbone, loading_info, log = load()
+    assert loading_info["unexpected_keys"] == set() and loading_info["missing_keys"] == set()
+    assert "UNEXPECTED" not in log and "LOAD REPORT" not in log
+    torch.testing.assert_close(backbone.stages[3].position_embeddings, classifier.pvt.stages[3].position_embeddings)
+
+    weights = load_file(tmp_path / "model.safetensors")
+    assert {"pvt.stages.3.cls_token", "pvt.layernorm.weight", "classifier.weight"} <= set(weights)
+    weights["pvt.stages.0.layers.0.attention.qkv.weight"] = torch.zeros(3)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    _, loading_info, log = load()
+    assert loading_info["unexpected_keys"] == {"pvt.stages.0.layers.0.attention.qkv.weight"}
+    assert "pvt.stages.0.layers.0.attention.qkv.weight | UNEXPECTED" in log and "cls_token" not in log
+
+
+def test_freeze_stages_keeps_the_first_stages_fixed_through_an_optimizer_step():
+    torch.manual_seed(0)
+    backbone = PvtBackbone(tiny_config(out_features=ALL_STAGES, hidden_dropout_prob=0.1, drop_path_rate=0.1))
+    backbone.freeze_stages(2)
+    backbone.train()
+    assert [stage.training for stage in backbone.stages] == [False, False, True, True]  # no dropout where frozen
+    frozen = {f"stages.{index}." for index in (0, 1)}
+    before = {name: parameter.detach().clone() for name, parameter in backbone.named_parameters()}
+    assert {name for name, p in backbone.named_parameters() if not p.requires_grad} == {
+        name for name in before if name[:9] in frozen
+    }
+    # weight decay would move even a parameter without gradient, were it handed to the optimizer
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-2, weight_decay=0.1)
+    loss = sum(feature_map.square().mean() for feature_map in backbone(pixels(2)).feature_maps)
+    loss.backward()
+    optimizer.step()
+    for name, parameter in backbone.named_parameters():
+        if name[:9] in frozen:
+            assert parameter.grad is None and torch.equal(parameter, before[name]), name
+        else:
+            assert not torch.equal(parameter, before[name]), name
+    assert {name[:9] for name in before if name[:9] in frozen} == frozen  # patch and position embeddings included
+    assert "stages.0.patch_embeddings.projection.weight" in before and "stages.1.position_embeddings" in before
+
+
+@pytest.mark.parametrize("num_stages", [-1, 5, 1.5, True])
+def test_freeze_stages_rejects_a_count_outside_the_stages(num_stages):
+    with pytest.raises(ValueError, match="num_stages must be a whole number from 0 to 4"):
+        PvtBackbone(tiny_config()).freeze_stages(num_stages)
+
+
 def test_backbone_hidden_states_on_request():
     backbone = PvtBackbone(tiny_config(out_features=ALL_STAGES)).eval()
     with torch.no_grad():
@@ -369,14 +525,27 @@ def test_pooling_sequence_reduction_is_pool_then_linear_then_norm(reduction, poo
 # --- training behaviour ----------------------------------------------------------------------------------------
 
 
-def test_every_parameter_gets_a_gradient():
+def test_every_parameter_gets_a_finite_nonzero_gradient():
+    """Every parameter receives a finite gradient that is not zero, except the key projections' biases: adding
+    the same vector to every key shifts all of a query's scores equally, which softmax ignores, so their gradient
+    is zero in exact arithmetic (float32 leaves rounding noise)."""
+    generator = torch.Generator().manual_seed(1)
     for model in (PvtForImageClassification(tiny_config()), PvtBackbone(tiny_config(out_features=ALL_STAGES))):
         model.train()
         outputs = model(pixels(2))
-        loss = outputs.logits.sum() if hasattr(outputs, "logits") else sum(f.sum() for f in outputs.feature_maps)
+        results = [outputs.logits] if hasattr(outputs, "logits") else list(outputs.feature_maps)
+        loss = sum((result * torch.randn(result.shape, generator=generator)).sum() for result in results)
         loss.backward()
-        missing = [name for name, p in model.named_parameters() if p.grad is None]
-        assert missing == []
+        gradients = {name: parameter.grad for name, parameter in model.named_parameters()}
+        assert [name for name, grad in gradients.items() if grad is None] == []
+        assert [name for name, grad in gradients.items() if not torch.isfinite(grad).all()] == []
+        key_biases = {name for name in gradients if name.endswith("attention.k_proj.bias")}
+        assert len(key_biases) == sum(model.config.depths)
+        zero = [name for name, grad in gradients.items() if name not in key_biases and not grad.abs().max() > 0]
+        assert zero == []
+        largest = max(grad.abs().max() for grad in gradients.values())
+        for name in key_biases:
+            assert gradients[name].abs().max() < 1e-4 * largest, name
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -390,26 +559,41 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model(pixels(2), labels=labels).loss.backward()
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
+    layer_calls = []  # counted through each layer's attention (checkpointing re-runs the layer's forward itself)
+    for layer in (module for module in model.modules() if isinstance(module, PvtLayer)):
+        layer.attention.register_forward_hook(lambda *_: layer_calls.append(1))
     reference = gradients()
+    assert len(layer_calls) == sum(model.config.depths)
     model.gradient_checkpointing_enable()
-    assert model.is_gradient_checkpointing
+    assert model.is_activation_checkpointing
+    layer_calls.clear()
     checkpointed = gradients()
+    assert len(layer_calls) == 2 * sum(model.config.depths)  # every layer ran again during the backward pass
     for name, gradient in reference.items():
         torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_bfloat16_weights_run_and_stay_close_to_float32():
+    """model.to(torch.bfloat16) runs in bfloat16 throughout, within bfloat16 precision of float32: bfloat16 keeps
+    8 significant bits (rounding error 2**-9 = 0.2% per value, 2**-8 at worst); allowing 4 * 2**-8 (1.6%) of the
+    logits' scale covers the rounding that accumulates over the layers (measured: 0.3-0.8%), while a wrong
+    computation moves them by far more (the check below also needs the logits to differ across the batch by more
+    than ten times that)."""
     torch.manual_seed(0)
     model = PvtForImageClassification(tiny_config()).eval()
     bf16 = PvtForImageClassification(tiny_config()).eval()
     bf16.load_state_dict(model.state_dict())
     bf16 = bf16.to(torch.bfloat16)
+    assert {parameter.dtype for parameter in bf16.parameters()} == {torch.bfloat16}
     pixel_values = pixels(2)
     with torch.no_grad():
         reference = model(pixel_values).logits
-        logits = bf16(pixel_values.to(torch.bfloat16)).logits
-    assert logits.dtype == torch.bfloat16
-    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.05)
+        outputs = bf16(pixel_values.to(torch.bfloat16), output_hidden_states=True)
+    assert outputs.logits.dtype == torch.bfloat16
+    assert {hidden_state.dtype for hidden_state in outputs.hidden_states} == {torch.bfloat16}
+    tolerance = 4 * 2**-8 * reference.abs().max().item()
+    assert (reference[0] - reference[1]).abs().max() > 10 * tolerance
+    assert (outputs.logits.float() - reference).abs().max() <= tolerance
 
 
 def test_official_initialisation():
@@ -441,6 +625,27 @@ def test_save_and_load_round_trip(tmp_path):
     assert type(reloaded) is PvtForImageClassification
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixels()).logits, model(pixels()).logits)
+
+
+def test_saved_config_names_every_auto_class_and_saving_leaves_the_config_alone(tmp_path):
+    model = PvtBackbone(tiny_config(out_features=["stage2", "stage4"]))
+    before = model.config.to_dict()
+    model.save_pretrained(tmp_path / "first")
+    model.save_pretrained(tmp_path / "second")
+    after = model.config.to_dict()
+    # Transformers' save_pretrained stamps these two on every model's config; nothing else may change
+    stamped = {"architectures": ["PvtBackbone"], "dtype": "float32"}
+    assert {key: after[key] for key in stamped} == stamped
+    assert {key: value for key, value in after.items() if key not in stamped} == {
+        key: value for key, value in before.items() if key not in stamped
+    }
+    assert json.loads((tmp_path / "first" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_pvt.PvtConfig",
+        "AutoModel": "modeling_pvt.PvtModel",
+        "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+        "AutoBackbone": "modeling_pvt.PvtBackbone",
+    }
+    assert (tmp_path / "first" / "config.json").read_text() == (tmp_path / "second" / "config.json").read_text()
 
 
 def test_auto_classes_build_our_models():
@@ -539,35 +744,6 @@ def test_model_files_import_only_torch_and_transformers():
         }, roots
 
 
-def test_bfloat16_autocast_emulation_matches_pytorchs_bfloat16_kernels(monkeypatch):
-    """On CPUs without bfloat16 instructions the model multiplies bfloat16-rounded operands in float32: same
-    dtypes, same numbers (to bfloat16 rounding) as PyTorch's own, much slower, bfloat16 kernels."""
-    import modeling_pvt
-
-    torch.manual_seed(0)
-    model = PvtForImageClassification(tiny_config()).eval()
-    pixel_values = pixels(2, 64, 96)
-
-    def run(emulate: bool):
-        monkeypatch.setattr(modeling_pvt, "CPU_HAS_BFLOAT16_MATMUL", not emulate)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            assert modeling_pvt.emulates_bfloat16(pixel_values) is emulate
-            return model(pixel_values, output_hidden_states=True)
-
-    native, emulated = run(emulate=False), run(emulate=True)
-    assert emulated.logits.dtype == native.logits.dtype == torch.bfloat16
-    assert [h.dtype for h in emulated.hidden_states] == [h.dtype for h in native.hidden_states]
-    torch.testing.assert_close(emulated.logits.float(), native.logits.float(), atol=0.05, rtol=0.02)
-
-    # and it trains: gradients reach every parameter in float32
-    monkeypatch.setattr(modeling_pvt, "CPU_HAS_BFLOAT16_MATMUL", False)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(pixel_values, labels=torch.tensor([0, 1])).loss
-    loss.backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
-
-
 def test_torch_compile_fullgraph_gives_the_same_outputs():
     """No graph breaks in the forward (fullgraph=True would raise), and the compiled model computes the same."""
     torch.manual_seed(0)
@@ -632,19 +808,44 @@ def test_pip_install_provides_both_modules(tmp_path):
     assert result.stdout.strip() == "configuration_pvt"
 
 
-def test_chunked_feed_forward_computes_the_same():
-    """The MLP is token-wise: over chunks (`chunk_size_feed_forward`, or by default at inference) or in one piece,
-    the numbers are the same."""
+def test_chunked_mlp_computes_the_same_as_the_whole_mlp():
+    """The MLP runs over chunks of the sequence with `chunk_size_feed_forward` (always) or `inference_mlp_chunk_size`
+    (default 2048 tokens, only without gradients), and then gives the outputs of the MLP run in one piece."""
     torch.manual_seed(0)
-    whole = PvtForImageClassification(tiny_config(chunk_size_feed_forward=10**9)).eval()
-    chunked = PvtForImageClassification(tiny_config(chunk_size_feed_forward=7)).eval()
-    default = PvtForImageClassification(tiny_config()).eval()  # chunks of INFERENCE_MLP_CHUNK_TOKENS without gradients
-    chunked.load_state_dict(whole.state_dict())
-    default.load_state_dict(whole.state_dict())
-    pixel_values = pixels(2, 160, 256)  # 2 x 2560 stage-1 tokens: more than one default chunk
-    reference = whole(pixel_values, output_hidden_states=True)
-    with torch.no_grad():
-        for model in (chunked, default):
+    whole = PvtForImageClassification(tiny_config(inference_mlp_chunk_size=0)).eval()
+    by_feed_forward_chunks = PvtForImageClassification(tiny_config(chunk_size_feed_forward=7)).eval()
+    by_default = PvtForImageClassification(tiny_config()).eval()
+    assert by_default.config.inference_mlp_chunk_size == 2048 and by_default.config.chunk_size_feed_forward == 0
+    for model in (by_feed_forward_chunks, by_default):
+        model.load_state_dict(whole.state_dict())
+    pixel_values = pixels(2, 160, 256)  # 40 x 64 = 2560 stage-1 tokens per image: two default chunks
+
+    def run(model, with_gradients: bool):
+        mlp_calls = [0] * len(model.pvt.stages)
+        for index, stage in enumerate(model.pvt.stages):
+            for layer in stage.layers:
+                layer.mlp.register_forward_hook(
+                    lambda *_, index=index: mlp_calls.__setitem__(index, mlp_calls[index] + 1)
+                )
+        with torch.set_grad_enabled(with_gradients):
             outputs = model(pixel_values, output_hidden_states=True)
-            for ours, theirs in zip(outputs.hidden_states, reference.hidden_states):
-                torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        return outputs, mlp_calls
+
+    depths = whole.config.depths
+    reference, calls = run(whole, with_gradients=False)
+    assert calls == depths
+    tokens_per_stage = [40 * 64, 20 * 32, 10 * 16, 5 * 8 + 1]
+    for model, with_gradients, chunk_size in (
+        (by_feed_forward_chunks, True, 7),
+        (by_feed_forward_chunks, False, 7),
+        (by_default, False, 2048),
+    ):
+        outputs, calls = run(model, with_gradients)
+        assert calls == [depth * -(-tokens // chunk_size) for depth, tokens in zip(depths, tokens_per_stage)]
+        assert len(outputs.hidden_states) == len(reference.hidden_states)
+        for index, (ours, theirs) in enumerate(zip(outputs.hidden_states, reference.hidden_states)):
+            assert parity_failures({f"hidden_states[{index}]": ours}, {f"hidden_states[{index}]": theirs}) == []
+        assert parity_failures({"logits": outputs.logits}, {"logits": reference.logits}) == []
+    # with gradients the default runs the MLP whole: chunks would save nothing, backward keeps every activation
+    _, calls = run(by_default, with_gradients=True)
+    assert calls == depths

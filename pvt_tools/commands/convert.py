@@ -2,20 +2,21 @@
 """`pvt-convert`: the authors' PVT v1 classifier checkpoint (pvt_tiny.pth ... pvt_large.pth) -> a Hub-ready export.
 
     pvt-convert --checkpoint pvt_small.pth --output_dir exports/pvt-small [--variant pvt-small] \\
-        [--num_attention_heads 1 2 5 8] [--push_to_hub --repo_id my-org/pvt-small]
+        [--num_attention_heads 1 2 5 8 [--allow_custom_heads]] [--push_to_hub --repo_id my-org/pvt-small]
 
 The weights determine the architecture (hidden sizes, depths, MLP and reduction ratios, patch sizes, native image
 size, classes, qkv bias); head counts come from --variant or --num_attention_heads (default 1 2 5 8, shared by the
-paper's four models). The file is read with torch.load(weights_only=True) only. Before anything is written the
-converted model is checked against the official network's maths on a sample input; a failure at any step leaves
---output_dir untouched.
+paper's four models). Other head counts are refused without --allow_custom_heads: a wrong count gives a model that
+runs and passes the check below, which uses the same counts. The file is read with torch.load(weights_only=True)
+only. Before anything is written the converted model is checked against the official network's maths on a sample
+input; a failure at any step leaves --output_dir untouched.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from pvt_tools.hub import ExportError, PushError, check_repo_id, push_export
+from pvt_tools.hub import ExportError, check_repo_id, push_export
 from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_official_checkpoint
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=["pvt-tiny", "pvt-small", "pvt-medium", "pvt-large"], default=None,
                         help="The paper's model these weights are (checked against the weights; picks the card).")
     parser.add_argument("--num_attention_heads", type=int, nargs="+", default=None,
-                        help="Heads per stage (the weights cannot tell); default 1 2 5 8.")
+                        help="Heads per stage (the weights cannot tell); default 1 2 5 8, the paper's for all four "
+                        "models. Other counts need --allow_custom_heads.")
+    parser.add_argument("--allow_custom_heads", action="store_true",
+                        help="Accept --num_attention_heads that differ from the paper's for these weights' shapes "
+                        "(only for checkpoints trained with other head counts: the weights cannot tell).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
     parser.add_argument("--push_to_hub", action="store_true", help="Upload the export (needs --repo_id).")
     parser.add_argument("--repo_id", default=None, help='"org/name": shown in the card, and the push target.')
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output_dir,
             variant=args.variant,
             num_attention_heads=args.num_attention_heads,
+            allow_custom_heads=args.allow_custom_heads,
             repo_id=args.repo_id,
             overwrite=args.overwrite,
         )
