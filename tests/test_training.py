@@ -175,7 +175,7 @@ def test_train_on_default_dataset_and_exported_folder_loads_back(tmp_path, capsy
         "process): 4 optimizer steps (1 epoch, --max_train_steps), warm-up 1 step (--num_warmup_steps), learning rate "
         "0.001 (--learning_rate), schedule cosine (default)."
     ) in printed
-    assert f"Saved to {output_dir.resolve()}; results {output_dir / 'all_results.json'}" in printed
+    assert f"Saved to {output_dir}; results {output_dir / 'all_results.json'}" in printed
     assert read_results(output_dir) == results
     assert results["train_steps"] == 4 and results["eval_samples"] == 40 and results["train_samples"] == 48
     assert {"eval_accuracy", "eval_top5_accuracy"} <= set(results)
@@ -278,14 +278,15 @@ def test_default_flags_learn_on_a_folder_of_digits(tmp_path, capsys):
     # except the network's size, the image size, the batch size and the length of the run.
     folders = write_digits_folder(tmp_path / "digits", {"train": 60, "validation": 15})
     arguments = TINY_MODEL + ["--train_dir", folders["train"], "--validation_dir", folders["validation"]]
-    arguments += ["--per_device_train_batch_size", "FOLDER_BATCH", "--max_train_steps", "FOLDER_STEPS"]
+    arguments += ["--per_device_train_batch_size", "32", "--max_train_steps", "40"]
     results = train.main(arguments + ["--output_dir", str(tmp_path / "run")])
     printed = capsys.readouterr().out
-    assert "learning rate 0.0005 (default from scratch: DeiT's 5e-4 x FOLDER_BATCH/512 = " in printed
-    assert "warm-up FOLDER_WARMUP steps (default: min(5 epochs, 10% of the steps))" in printed
+    assert "learning rate 0.0005 (default from scratch: DeiT's 5e-4 x 32/512 = " in printed
+    assert "warm-up 4 steps (default: min(5 epochs, 10% of the steps))" in printed
     assert "Augmentations: random resized crops (scale 0.35-1), flips (0.5), label smoothing 0.1." in printed
-    # Chance is 10%; measured FOLDER_MEASURED.
-    assert results["eval_accuracy"] >= FOLDER_THRESHOLD, results
+    # Chance is 10%. Measured 0.487 (600 training PNGs, 150 for validation; 83 s with the 2 cores shared 6 ways). With
+    # DeiT's augmentations or its learning rate rule alone (3e-5 at batch 32), such runs stay near chance.
+    assert results["eval_accuracy"] >= 0.3, results
 
 
 def test_bad_inputs_stop_with_clear_messages(tmp_path):
@@ -464,12 +465,12 @@ def test_trainer_fine_tunes_saves_once_and_reloads_with_the_same_logits(tmp_path
     output_dir = tmp_path / "trainer"
     arguments = ["--model_name_or_path", str(tmp_path / "pretrained"), "--output_dir", str(output_dir)]
     arguments += ["--max_train_samples", "160", "--max_eval_samples", "64", "--per_device_train_batch_size", "16"]
-    arguments += ["--max_train_steps", "TRAINER_STEPS", "--report_to", "none", "--use_cpu", "--save_strategy", "no"]
+    arguments += ["--max_train_steps", "20", "--report_to", "none", "--use_cpu", "--save_strategy", "no"]
     arguments += ["--seed", "3"]
     trainer, metrics = finetune_with_trainer.finetune(*finetune_with_trainer.parse_args(arguments))
-    assert trainer.state.global_step == TRAINER_STEPS and {"eval_accuracy", "eval_top5_accuracy"} <= set(metrics)
+    assert trainer.state.global_step == 20 and {"eval_accuracy", "eval_top5_accuracy"} <= set(metrics)
     printed = capsys.readouterr().out
-    assert "images (10 classes, 64 for validation, with Trainer): TRAINER_STEPS optimizer steps" in printed
+    assert "images (10 classes, 64 for validation, with Trainer): 20 optimizer steps" in printed
     assert "learning rate 5e-05 (default for fine-tuning)" in printed
     assert f"Saved to {output_dir}; results {output_dir / 'all_results.json'}" in printed
 
@@ -480,7 +481,7 @@ def test_trainer_fine_tunes_saves_once_and_reloads_with_the_same_logits(tmp_path
     before = validation_loss(pretrained, processor, dataset["validation"])
     after = validation_loss(reloaded, processor, dataset["validation"])
     assert after == pytest.approx(metrics["eval_loss"], abs=1e-4)
-    assert after < before - LOSS_DROP, (before, after)
+    assert after < before - 0.01, (before, after)  # measured: 2.3237 -> 2.2996 (10 steps: 2.3103)
     trained = reloaded.state_dict()
     moved = [name for name, tensor in pretrained.state_dict().items() if not torch.equal(trained[name], tensor)]
     assert len(moved) == len(trained)
@@ -517,6 +518,8 @@ def test_demo_reloads_its_model_and_reports_the_training_accuracy(tmp_path, caps
     results = read_results(tmp_path / "demo")
     assert results["train_steps"] == 24 and results["eval_samples"] == 270  # one epoch of the 1,527 digits
     assert accuracy == pytest.approx(results["eval_accuracy"])  # the reloaded model, as evaluated in training
+    # A short run on the embedded digits learns: chance is 10%, measured 74.1% after these 24 steps.
+    assert accuracy >= 0.5
     assert f"Validation accuracy of the reloaded model: {accuracy:.2%}" in capsys.readouterr().out
     demo.check_accuracy(0.97, 0.97)
     with pytest.raises(demo.DemoAccuracyError, match=r"validation accuracy is 96\.90%, below the required 97%"):

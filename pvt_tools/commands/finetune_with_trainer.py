@@ -65,7 +65,12 @@ def parse_args(
         allow_abbrev=False,
     )
     data_args, model_args, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    (training_args,) = trainer_parser.parse_args_into_dataclasses(args=remaining)
+    training_args, unknown = trainer_parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
+    if unknown:
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (neither ours, listed by --help, nor Trainer's, listed by "
+            "--help_trainer)"
+        )
     return data_args, model_args, training_args, frozenset(given_flags(remaining))
 
 

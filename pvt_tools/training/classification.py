@@ -527,7 +527,7 @@ def train_image_classifier(
         write_json(output_dir / "all_results.json", results)
         shown = ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items() if isinstance(value, float))
         accelerator.print(f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s.")
-        accelerator.print(end_line(export_dir, output_dir / "all_results.json"))
+        accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
         if run_args.push_to_hub:
             push_export(export_dir, run_args.hub_model_id, commit_message="End of training")
     accelerator.wait_for_everyone()

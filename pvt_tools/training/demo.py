@@ -47,7 +47,8 @@ DEMO_MODEL = ModelArguments(
     sequence_reduction_ratios=[2, 1, 1, 1],
     drop_path_rate=0.0,
 )
-DEMO_OPTIMIZATION = OptimizationArguments(learning_rate=2e-3, weight_decay=0.05, num_warmup_epochs=2)
+# Warm-up: the default, min(5 epochs, 10% of the steps), i.e. 2 epochs of the 20.
+DEMO_OPTIMIZATION = OptimizationArguments(learning_rate=2e-3, weight_decay=0.05)
 DEMO_AUGMENTATION = AugmentationArguments(
     random_resized_crop_scale=[0.6, 1.0],
     horizontal_flip_probability=0.0,
