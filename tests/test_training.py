@@ -54,7 +54,10 @@ DEIT_AUGMENTATION = [
 ]  # fmt: skip
 # Networks this small run fastest on one thread per process (and the machine's cores are shared); in-process and
 # subprocess runs use the same thread count, so that their results agree to the bit.
-SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+# PYTHONPATH: the subprocesses import this checkout's pvt_tools, not whichever copy is installed.
+SUBPROCESS_ENV = {
+    **os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)
+}
 
 
 @pytest.fixture(autouse=True)
