@@ -89,8 +89,9 @@ TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_acc
 
 # Default learning rates. From scratch: DeiT's linear rule (5e-4 per 512 images of total batch), with a floor. The
 # rule was tuned for 300 ImageNet epochs at batch 1024; at the batch sizes of a first run (32-64) it gives 3e-5 to
-# 6e-5, with which a short run hardly moves (measured on the embedded digits, tiny PVT, 60 steps at batch 64: see
-# tests/test_training.py). Fine-tuning: 5e-5, the default of Transformers' image-classification examples.
+# 6e-5, with which a short run hardly moves. Measured on the embedded digits (tiny PVT, 32x32, 60 steps at batch 32,
+# crops and flips): 9% validation accuracy at the rule's 3.1e-5, 57% at 5e-4, 65% at 1e-3, 58% at 2e-3. The floor is
+# DeiT's own rate at its reference batch of 512. Fine-tuning: 5e-5, the default of Transformers' examples.
 DEIT_BASE_LEARNING_RATE = 5e-4
 DEIT_REFERENCE_BATCH_SIZE = 512
 FROM_SCRATCH_MIN_LEARNING_RATE = 5e-4
