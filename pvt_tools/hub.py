@@ -24,7 +24,9 @@ dataset=None, metrics=None, base_model=None, overwrite=False) -> Path` writes `o
 The folder is written into a temporary sibling directory and renamed into place only when complete, so a failure
 or a kill never leaves a half-written export. An existing `output_dir` is replaced only when `overwrite=True` and
 it holds nothing but a previous export (an empty directory is always fine); anything else is refused rather than
-deleted: export into a sub-folder of a training run's output directory, e.g. `output_dir / "export"`.
+deleted. A training run exports into its own output directory, beside its checkpoints and results, with
+`beside_other_files=True`: there each export file is written whole and moved into place on its own, and nothing
+else in the folder is touched (so `from_pretrained(output_dir)` works, as with Transformers' examples).
 
 `validate_export_dir(path)` checks a folder against this format (used by push_to_hub.py and local_hub_cache.py).
 """
@@ -309,8 +311,9 @@ def validate_export_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_destination(output_dir: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but an empty folder or (with overwrite) a previous export."""
+def check_destination(output_dir: Path, overwrite: bool, beside_other_files: bool = False) -> None:
+    """Refuse to replace anything but an empty folder or (with overwrite) a previous export. With
+    `beside_other_files` (a training run's output directory) other files may be there and stay untouched."""
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
@@ -319,16 +322,27 @@ def check_destination(output_dir: Path, overwrite: bool) -> None:
     if not entries:
         return
     foreign = [name for name in entries if name not in EXPORT_FILES]
-    if foreign:
+    if foreign and not beside_other_files:
         raise ExportError(
             f"{output_dir} already holds files that are not part of an export ({foreign[:10]}); nothing was "
             "written. Export into a new or empty directory (e.g. a sub-folder 'export')."
         )
-    if not overwrite:
+    if not overwrite and any(name in EXPORT_FILES for name in entries):
         raise ExportError(
             f"{output_dir} already holds an export; nothing was written. Pass overwrite=True (--overwrite) to "
             "replace it."
         )
+
+
+def move_files_into(staging: Path, destination: Path) -> None:
+    """Move every file of the finished `staging` folder into `destination`, each replacing its namesake in one
+    rename (the weights last, so that a folder with new weights holds the new config too); other files stay."""
+    destination.mkdir(parents=True, exist_ok=True)
+    names = sorted(path.name for path in staging.iterdir())
+    names.sort(key=lambda name: name.endswith(".safetensors"))
+    for name in names:
+        os.replace(staging / name, destination / name)
+    staging.rmdir()
 
 
 def replace_directory(new: Path, destination: Path) -> None:
@@ -359,6 +373,7 @@ def export_model(
     metrics: Mapping[str, float] | None = None,
     base_model: str | None = None,
     overwrite: bool = False,
+    beside_other_files: bool = False,
 ) -> Path:
     """Write `model` (a PvtForImageClassification) as a Hub-ready folder and return its path.
 
@@ -372,10 +387,12 @@ def export_model(
             {"eval_accuracy": 0.97}, "ORG/pvt-small"); numeric metrics go into its model-index, with the
             type named without the "eval_" prefix ("accuracy").
         overwrite: replace an existing export at `output_dir`.
+        beside_other_files: `output_dir` is a training run's output directory: write the export's files into it,
+            next to the checkpoints and results already there (which are left as they are).
     """
     check_exportable(model)
     output_dir = Path(output_dir).resolve()
-    check_destination(output_dir, overwrite)
+    check_destination(output_dir, overwrite, beside_other_files)
     config = model.config
     card_text = model_card if model_card is not None else render_model_card(
         model, variant=variant, repo_id=repo_id, dataset=dataset, metrics=metrics, base_model=base_model
@@ -385,8 +402,9 @@ def export_model(
         image_size = config.image_size if isinstance(config.image_size, int) else min(config.image_size)
         image_processor = official_eval_image_processor(image_size)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    staging_parent = output_dir if beside_other_files else output_dir.parent
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=staging_parent))
     original_labels = (config.id2label, config.label2id)
     try:
         labels = exported_label_names(config)
@@ -401,7 +419,10 @@ def export_model(
         staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
         for path in staging.iterdir():
             path.chmod(0o644)
-        replace_directory(staging, output_dir)
+        if beside_other_files:
+            move_files_into(staging, output_dir)
+        else:
+            replace_directory(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

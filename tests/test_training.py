@@ -24,6 +24,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 from pvt_tools.commands import demo
 from pvt_tools.commands import finetune_with_trainer
 from pvt_tools.commands import train
+from pvt_tools.training import classification
 from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError, list_checkpoints
 from pvt_tools.training.classification import TOP_K_ACCURACY_METRIC
 from tests.conftest import REPO_ROOT, tiny_config
@@ -31,7 +32,7 @@ from pvt_tools.hub import validate_export_dir
 from modeling_pvt import PvtForImageClassification
 from pvt_tools.hub import PushError
 from pvt_tools.training.data import DataArguments, DataError, load_image_classification_dataset, to_rgb
-from pvt_tools.training.loop import weight_decay_parameter_groups
+from pvt_tools.training.loop import UsageError, weight_decay_parameter_groups
 
 TINY_MODEL = [
     "--image_size", "32",
@@ -47,9 +48,16 @@ SHORT_RUN = TINY_MODEL + [
     "--learning_rate", "1e-3",
     "--num_warmup_steps", "1",
 ]  # fmt: skip
+DEIT_AUGMENTATION = [
+    "--mixup", "0.8", "--cutmix", "1.0", "--rand_augment_num_ops", "2", "--random_erasing_probability", "0.25",
+    "--random_resized_crop_scale", "0.08", "1.0",
+]  # fmt: skip
 # Networks this small run fastest on one thread per process (and the machine's cores are shared); in-process and
 # subprocess runs use the same thread count, so that their results agree to the bit.
-SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+# PYTHONPATH: the subprocesses import this checkout's pvt_tools, not whichever copy is installed.
+SUBPROCESS_ENV = {
+    **os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)
+}
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +102,7 @@ def test_default_dataset_is_scikit_learn_digits_with_a_fixed_split():
     dataset, skipped = load_image_classification_dataset(DataArguments())
     again, _ = load_image_classification_dataset(DataArguments())
     digits = load_digits()
-    assert skipped == {"train": 0, "validation": 0}
+    assert skipped == {"train": [], "validation": []}
     assert len(dataset["train"]) + len(dataset["validation"]) == 1797
     assert len(dataset["validation"]) == round(0.15 * 1797)
     assert dataset["train"].features["label"].names == [str(digit) for digit in range(10)]
@@ -156,13 +164,21 @@ def test_weight_decay_groups_come_from_module_types():
 # --- training runs ----------------------------------------------------------------------------------------------
 
 
-def test_train_on_default_dataset_and_exported_folder_loads_back(tmp_path):
+def test_train_on_default_dataset_and_exported_folder_loads_back(tmp_path, capsys):
     output_dir = tmp_path / "run"
     results = train.main(
         SHORT_RUN
         + ["--max_train_samples", "48", "--max_eval_samples", "40", "--max_train_steps", "4"]
         + ["--output_dir", str(output_dir)]
     )
+    printed = capsys.readouterr().out
+    num_parameters = sum(p.numel() for p in AutoModelForImageClassification.from_pretrained(output_dir).parameters())
+    assert (
+        f"Training {num_parameters:,} parameters on 48 images (10 classes, 40 for validation, total batch size 8, 1 "
+        "process): 4 optimizer steps (1 epoch, --max_train_steps), warm-up 1 step (--num_warmup_steps), learning rate "
+        "0.001 (--learning_rate), schedule cosine (default)."
+    ) in printed
+    assert f"Saved to {output_dir}; results {output_dir / 'all_results.json'}" in printed
     assert read_results(output_dir) == results
     assert results["train_steps"] == 4 and results["eval_samples"] == 40 and results["train_samples"] == 48
     assert {"eval_accuracy", "eval_top5_accuracy"} <= set(results)
@@ -171,7 +187,8 @@ def test_train_on_default_dataset_and_exported_folder_loads_back(tmp_path):
     assert [record["step"] for record in history["steps"]] == [1, 2, 3, 4]
     assert all(np.isfinite(record["loss"]) and record["learning_rate"] >= 0 for record in history["steps"])
 
-    export_dir = validate_export_dir(output_dir / "export")
+    export_dir = validate_export_dir(output_dir)  # the model is the output folder itself, as in Transformers' examples
+    assert not (output_dir / "export").exists()
     dataset, _ = load_image_classification_dataset(DataArguments(max_train_samples=48, max_eval_samples=40))
     ranked, labels = exported_predictions(export_dir, dataset["validation"])
     assert results["eval_accuracy"] == pytest.approx((ranked[:, 0] == labels).mean())
@@ -205,7 +222,7 @@ def write_image_folder(root) -> dict[str, int]:
     return counts
 
 
-def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
+def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path, capsys):
     counts = write_image_folder(tmp_path / "images")
     train_dir, validation_dir = str(tmp_path / "images" / "train"), str(tmp_path / "images" / "validation")
     folders = ["--train_dir", train_dir, "--validation_dir", validation_dir]
@@ -220,12 +237,16 @@ def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
     arguments += ["--per_device_train_batch_size", "4", "--max_train_steps", "2", "--output_dir", str(output_dir)]
     with pytest.raises(DataError, match=r"classifies 5 classes but the data has 2 .*--ignore_mismatched_sizes"):
         train.main(arguments)
+    capsys.readouterr()
     results = train.main(arguments + ["--ignore_mismatched_sizes", "--learning_rate", "0"])
     assert results["unreadable_images_skipped"] == 1
     assert results["train_samples"] == counts["train"] and results["eval_samples"] == counts["validation"]
-    config = json.loads((output_dir / "export" / "config.json").read_text())
+    corrupt = tmp_path / "images" / "train" / "circle" / "corrupt.png"
+    assert f"Left out 1 unreadable image(s) (--corrupt_images skip): train: {corrupt} (" in capsys.readouterr().out
+    assert (output_dir / "skipped_images.txt").read_text().startswith(f"train: {corrupt} (UnidentifiedImageError")
+    config = json.loads((output_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "circle", "1": "square"}
-    exported = load_file(output_dir / "export" / "model.safetensors")
+    exported = load_file(output_dir / "model.safetensors")
     assert exported["classifier.weight"].shape == (2, 64)
     for name, tensor in pretrained.state_dict().items():
         if not name.startswith("classifier."):
@@ -236,6 +257,39 @@ def test_image_folder_with_odd_modes_a_corrupt_file_and_fine_tuning(tmp_path):
     modes = {image.mode for image in dataset["train"]["image"]}
     assert {"L", "RGBA", "CMYK"} <= modes and modes & {"I;16", "I"}  # converted only when used
     assert {to_rgb(image).mode for image in dataset["train"]["image"]} == {"RGB"}
+
+
+def write_digits_folder(root, per_class: dict[str, int]) -> dict[str, str]:
+    """scikit-learn's digit scans as PNG files, one subfolder per class, as a user's own photos would be."""
+    digits = load_digits()
+    folders, taken = {}, {label: 0 for label in range(10)}
+    for split, count in per_class.items():
+        for label in range(10):
+            folder = root / split / f"digit_{label}"
+            folder.mkdir(parents=True)
+            indices = np.flatnonzero(digits.target == label)[taken[label] : taken[label] + count]
+            taken[label] += count
+            for index in indices:
+                ink = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+                PIL.Image.fromarray(255 - ink).save(folder / f"{index}.png")
+        folders[split] = str(root / split)
+    return folders
+
+
+def test_default_flags_learn_on_a_folder_of_digits(tmp_path, capsys):
+    # Everything at its default (learning rate, warm-up, schedule, augmentations, weight decay, label smoothing)
+    # except the network's size, the image size, the batch size and the length of the run.
+    folders = write_digits_folder(tmp_path / "digits", {"train": 60, "validation": 15})
+    arguments = TINY_MODEL + ["--train_dir", folders["train"], "--validation_dir", folders["validation"]]
+    arguments += ["--per_device_train_batch_size", "32", "--max_train_steps", "40"]
+    results = train.main(arguments + ["--output_dir", str(tmp_path / "run")])
+    printed = capsys.readouterr().out
+    assert "learning rate 0.0005 (default from scratch: DeiT's 5e-4 x 32/512 = " in printed
+    assert "warm-up 4 steps (default: min(5 epochs, 10% of the steps))" in printed
+    assert "Augmentations: random resized crops (scale 0.35-1), flips (0.5), label smoothing 0.1." in printed
+    # Chance is 10%. Measured 0.487 (600 training PNGs, 150 for validation; 83 s with the 2 cores shared 6 ways). With
+    # DeiT's augmentations or its learning rate rule alone (3e-5 at batch 32), such runs stay near chance.
+    assert results["eval_accuracy"] >= 0.3, results
 
 
 def test_bad_inputs_stop_with_clear_messages(tmp_path):
@@ -267,6 +321,34 @@ def test_bad_inputs_stop_with_clear_messages(tmp_path):
         train.main(SHORT_RUN + output_dir + ["--dataset_name", str(data_dir)])
 
 
+def test_flag_mistakes_stop_before_any_data_is_loaded(tmp_path, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before the flags were checked")
+
+    monkeypatch.setattr(classification, "load_image_classification_dataset", no_loading)
+    output_dir = ["--output_dir", str(tmp_path / "run")]
+    with pytest.raises(UsageError, match=r"--variant 'pvt_small' is not a PVT variant: did you mean 'pvt-small'\? "
+                       r"Choose one of pvt-tiny, pvt-small, pvt-medium, pvt-large\."):
+        train.main(output_dir + ["--variant", "pvt_small"])
+    with pytest.raises(UsageError, match=r"--max_train_steps must be greater than 0, got 0"):
+        train.main(output_dir + ["--max_steps", "0"])  # Trainer's name is an alias
+    with pytest.raises(UsageError, match=r"--per_device_train_batch_size must be greater than 0, got -1"):
+        train.main(output_dir + ["--per_device_train_batch_size", "-1"])
+    warmup_too_long = r"warm-up \(20 steps, --num_warmup_steps\) is at least as long as the whole run \(20 optimizer"
+    with pytest.raises(UsageError, match=warmup_too_long):
+        train.main(output_dir + ["--max_train_steps", "20", "--num_warmup_steps", "20"])
+    with pytest.raises(DataError, match=r"--train_dir .*missing does not exist"):
+        train.main(output_dir + ["--train_dir", str(tmp_path / "missing")])
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    PIL.Image.new("RGB", (8, 8)).save(flat / "cat_1.png")
+    PIL.Image.new("RGB", (8, 8)).save(flat / "dog_1.png")
+    with pytest.raises(DataError, match=r"(?s)images outside any class subfolder \(cat_1.png, dog_1.png.*one subfolder "
+                       r"per class.*flat/\n    cat/\n      0001.jpg"):
+        train.main(output_dir + ["--train_dir", str(flat)])
+    assert not (tmp_path / "run").exists()
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     output_dir = tmp_path / "run"
     arguments = TINY_MODEL + ["--per_device_train_batch_size", "8"]
@@ -284,7 +366,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert checkpoints == [f"step_{step}" for step in range(1, good_steps + 1)]
     weights = load_file(last_good / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
-    assert not (output_dir / "export").exists() and not (output_dir / "all_results.json").exists()
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "all_results.json").exists()
 
     # The run is not silently mixed with a new one, and cannot resume with a different batch layout.
     with pytest.raises(CheckpointError, match=r"already holds an earlier run .*--resume_from_checkpoint latest"):
@@ -294,8 +376,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    # The DeiT augmentations stay on (RandAugment, erasing, MixUp/CutMix, drop path): resuming must restore the RNG.
-    arguments = SHORT_RUN + ["--max_train_samples", "48", "--max_eval_samples", "24", "--max_train_steps", "12"]
+    # The DeiT augmentations on (RandAugment, erasing, MixUp/CutMix, drop path): resuming must restore the RNG.
+    arguments = SHORT_RUN + DEIT_AUGMENTATION
+    arguments += ["--max_train_samples", "48", "--max_eval_samples", "24", "--max_train_steps", "12"]
     arguments += ["--checkpointing_steps", "3", "--seed", "7"]
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = train.main(arguments + ["--output_dir", str(reference_dir)])
@@ -325,8 +408,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(
         [r["loss"] for r in resumed_history["steps"]], [r["loss"] for r in reference_history["steps"]], atol=1e-6
     )
-    reference_weights = load_file(reference_dir / "export" / "model.safetensors")
-    resumed_weights = load_file(killed_dir / "export" / "model.safetensors")
+    reference_weights = load_file(reference_dir / "model.safetensors")
+    resumed_weights = load_file(killed_dir / "model.safetensors")
     for name, tensor in reference_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, atol=1e-6, rtol=0)
 
@@ -356,7 +439,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
         timeout=400,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "on 2 process(es)" in completed.stdout
+    assert "total batch size 8, 2 processes)" in completed.stdout
     results = read_results(output_dir)
     assert results["train_steps"] == 40 // (2 * 4)  # each process sees half of every global batch
     assert sorted(path.name for path in (output_dir / "epoch_0").glob("random_states_*.pkl")) == [
@@ -365,33 +448,82 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     ]
     # gather_for_metrics counted each of the 25 validation images once (the shards were padded to 28)
     dataset, _ = load_image_classification_dataset(DataArguments(max_train_samples=40, max_eval_samples=25))
-    ranked, labels = exported_predictions(output_dir / "export", dataset["validation"])
+    ranked, labels = exported_predictions(output_dir, dataset["validation"])
     assert results["eval_accuracy"] == pytest.approx((ranked[:, 0] == labels).mean())
     assert results["eval_top5_accuracy"] == pytest.approx((ranked == labels[:, None]).any(axis=1).mean())
 
 
-def test_trainer_fine_tunes_saves_and_reloads_with_the_same_logits(tmp_path):
-    output_dir = tmp_path / "trainer"
-    arguments = TINY_MODEL + ["--max_train_samples", "32", "--max_eval_samples", "16", "--output_dir", str(output_dir)]
-    arguments += ["--per_device_train_batch_size", "8", "--max_steps", "3", "--learning_rate", "1e-3"]
-    arguments += ["--report_to", "none", "--use_cpu", "--save_strategy", "no", "--seed", "3"]
-    trainer, metrics = finetune_with_trainer.finetune(*finetune_with_trainer.parse_args(arguments))
-    assert trainer.state.global_step == 3 and {"eval_accuracy", "eval_top5_accuracy"} <= set(metrics)
-    assert all(np.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)
+def validation_loss(model, image_processor, split) -> float:
+    """Cross-entropy of `model` on every image of `split`, computed here, independently of Trainer."""
+    pixel_values = image_processor([to_rgb(image) for image in split["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model.eval()(pixel_values=pixel_values).logits
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(split["label"])).item()
 
+
+def test_trainer_fine_tunes_saves_once_and_reloads_with_the_same_logits(tmp_path, capsys):
+    # A saved 10-class PVT (random weights) fine-tuned on the digits with Trainer, default learning rate (5e-5).
+    pretrained = PvtForImageClassification(tiny_config(image_size=32, num_labels=10))
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    output_dir = tmp_path / "trainer"
+    arguments = ["--model_name_or_path", str(tmp_path / "pretrained"), "--output_dir", str(output_dir)]
+    arguments += ["--max_train_samples", "160", "--max_eval_samples", "64", "--per_device_train_batch_size", "16"]
+    arguments += ["--max_train_steps", "20", "--report_to", "none", "--use_cpu", "--save_strategy", "no"]
+    arguments += ["--seed", "3"]
+    trainer, metrics = finetune_with_trainer.finetune(*finetune_with_trainer.parse_args(arguments))
+    assert trainer.state.global_step == 20 and {"eval_accuracy", "eval_top5_accuracy"} <= set(metrics)
+    printed = capsys.readouterr().out
+    assert "images (10 classes, 64 for validation, with Trainer): 20 optimizer steps" in printed
+    assert "learning rate 5e-05 (default for fine-tuning)" in printed
+    assert f"Saved to {output_dir}; results {output_dir / 'all_results.json'}" in printed
+
+    # The weights moved and the validation loss fell (measured independently of Trainer's evaluation).
+    dataset, _ = load_image_classification_dataset(DataArguments(max_train_samples=160, max_eval_samples=64))
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    reloaded = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    before = validation_loss(pretrained, processor, dataset["validation"])
+    after = validation_loss(reloaded, processor, dataset["validation"])
+    assert after == pytest.approx(metrics["eval_loss"], abs=1e-4)
+    assert after < before - 0.01, (before, after)  # measured: 2.3237 -> 2.2996 (10 steps: 2.3103)
+    trained = reloaded.state_dict()
+    moved = [name for name, tensor in pretrained.state_dict().items() if not torch.equal(trained[name], tensor)]
+    assert len(moved) == len(trained)
+
+    # One model in --output_dir itself (no export/ copy, no pickled training_args), loading as the trained one.
+    validate_export_dir(output_dir)
+    assert not (output_dir / "export").exists() and not list(output_dir.glob("*.bin"))
     pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     trainer.model.eval()
     with torch.no_grad():
         expected = trainer.model(pixel_values=pixel_values.to(trainer.model.device)).logits.cpu()
-        for folder in (output_dir, output_dir / "export"):
-            reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
-            assert type(reloaded).__name__ == "PvtForImageClassification"
-            torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected, atol=1e-6, rtol=0)
 
 
-def test_demo_reloads_its_export_and_reports_the_training_accuracy(tmp_path, capsys):
-    accuracy = demo.main(["--output_dir", str(tmp_path / "demo"), "--num_train_epochs", "1"])
+def test_trainer_help_shows_our_flags_first_and_summarises_trainers(capsys):
+    with pytest.raises(SystemExit) as finished:
+        finetune_with_trainer.parse_args(["--help"])
+    assert finished.value.code == 0
+    text = capsys.readouterr().out
+    assert text.index("--train_dir") < text.index("Trainer's flags") and "--help_trainer" in text
+    assert "--adam_beta1" not in text and len(text.splitlines()) < 120
+    with pytest.raises(SystemExit):
+        finetune_with_trainer.parse_args(["--help_trainer"])
+    assert "--adam_beta1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: an unknown flag is named, not ignored
+        finetune_with_trainer.parse_args(["--not_a_flag", "1"])
+    assert "--not_a_flag" in capsys.readouterr().err
+    _, _, training_args, given = finetune_with_trainer.parse_args(["--max_train_steps", "7", "--output_dir", "x"])
+    assert training_args.max_steps == 7 and given == {"--max_steps", "--output_dir"}
+
+
+def test_demo_reloads_its_model_and_reports_the_training_accuracy(tmp_path, capsys):
+    accuracy = demo.main(["--output_dir", str(tmp_path / "demo"), "--num_train_epochs", "1", "--required_accuracy", "0"])
     results = read_results(tmp_path / "demo")
     assert results["train_steps"] == 24 and results["eval_samples"] == 270  # one epoch of the 1,527 digits
-    assert accuracy == pytest.approx(results["eval_accuracy"])  # the reloaded export, as evaluated in training
-    assert f"Validation accuracy of the reloaded export: {accuracy:.2%}" in capsys.readouterr().out
+    assert accuracy == pytest.approx(results["eval_accuracy"])  # the reloaded model, as evaluated in training
+    # A short run on the embedded digits learns: chance is 10%, measured 74.1% after these 24 steps.
+    assert accuracy >= 0.5
+    assert f"Validation accuracy of the reloaded model: {accuracy:.2%}" in capsys.readouterr().out
+    demo.check_accuracy(0.97, 0.97)
+    with pytest.raises(demo.DemoAccuracyError, match=r"validation accuracy is 96\.90%, below the required 97%"):
+        demo.check_accuracy(0.969, 0.97)

@@ -5,17 +5,73 @@
         --output_dir outputs/trainer --num_train_epochs 10 --eval_strategy epoch
 """
 
+import argparse
+import sys
+
 from transformers import HfArgumentParser, TrainingArguments
 
+from pvt_tools.training.checkpoints import CheckpointError
 from pvt_tools.training.classification import ModelArguments
-from pvt_tools.training.data import DataArguments
+from pvt_tools.training.data import DataArguments, DataError
+from pvt_tools.training.loop import UsageError
 from pvt_tools.training.trainer import finetune
 
+TRAINER_FLAGS_SUMMARY = """Trainer's flags (transformers.TrainingArguments) are passed through; the ones used most:
+  --output_dir DIR                 the trained model (from_pretrained(DIR) loads it), checkpoint-N folders, results
+  --num_train_epochs N, --max_train_steps N (or --max_steps N)
+  --per_device_train_batch_size N, --per_device_eval_batch_size N, --gradient_accumulation_steps N
+  --learning_rate LR               default 5e-5 when fine-tuning; from scratch min. 5e-4 (see pvt-train --help)
+  --warmup_steps N                 default min(5 epochs, 10% of the steps)
+  --lr_scheduler_type NAME, --weight_decay W, --label_smoothing_factor F, --seed N
+  --eval_strategy epoch|steps|no, --save_strategy epoch|steps|no, --resume_from_checkpoint PATH
+  --report_to none|tensorboard|wandb|..., --bf16, --use_cpu, --push_to_hub, --hub_model_id ORG/NAME
+All of them: --help_trainer (or the TrainingArguments page of the Transformers documentation)."""
 
-def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, TrainingArguments]:
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments), description=__doc__.split("\n\n")[0])
-    parser.set_defaults(remove_unused_columns=False)  # keep the image column for the transform
-    return parser.parse_args_into_dataclasses(args=argv)
+# Our name of the step flag, accepted here too and given to Trainer under its own name.
+STEP_FLAG_ALIASES = {"--max_train_steps": "--max_steps"}
+
+
+def translate_aliases(argv: list[str]) -> list[str]:
+    """--max_train_steps N -> --max_steps N (also in the --flag=value form)."""
+    translated = []
+    for argument in argv:
+        name, separator, value = argument.partition("=")
+        translated.append(STEP_FLAG_ALIASES.get(name, name) + separator + value)
+    return translated
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The flags on the command line, without their values."""
+    return {argument.partition("=")[0] for argument in argv if argument.startswith("--")}
+
+
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[DataArguments, ModelArguments, TrainingArguments, frozenset[str]]:
+    """Our data and model flags first; everything else goes to TrainingArguments (which rejects unknown flags).
+    The last element names the Trainer flags given, so that finetune() adapts only the defaults left alone."""
+    argv = translate_aliases(list(sys.argv[1:] if argv is None else argv))
+    trainer_parser = HfArgumentParser(TrainingArguments, prog="pvt-finetune-trainer", allow_abbrev=False)
+    trainer_parser.set_defaults(remove_unused_columns=False)  # keep the image column for the transform
+    if "--help_trainer" in argv:
+        trainer_parser.print_help()
+        sys.exit(0)
+    parser = HfArgumentParser(
+        (DataArguments, ModelArguments),
+        prog="pvt-finetune-trainer",
+        description=__doc__.split("\n\n")[0],
+        epilog=TRAINER_FLAGS_SUMMARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    data_args, model_args, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    training_args, unknown = trainer_parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
+    if unknown:
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (neither ours, listed by --help, nor Trainer's, listed by "
+            "--help_trainer)"
+        )
+    return data_args, model_args, training_args, frozenset(given_flags(remaining))
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -24,8 +80,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def run() -> None:
-    """Console entry point."""
-    main()
+    """Console entry point: a mistake in the flags or the data ends with its message, not a traceback."""
+    try:
+        main()
+    except (DataError, CheckpointError, UsageError) as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

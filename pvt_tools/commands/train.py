@@ -1,26 +1,33 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """Train or fine-tune a PVT image classifier with Accelerate on any `datasets` image dataset.
 
-    python scripts/train.py                                    # embedded digits, pvt-tiny from scratch
-    python scripts/train.py --train_dir photos/train --validation_dir photos/val --variant pvt-small
-    python scripts/train.py --dataset_name cifar10 --image_column_name img --model_name_or_path my/pvt \\
+    pvt-train                                                  # embedded digits, pvt-tiny from scratch
+    pvt-train --train_dir photos/train --validation_dir photos/val --variant pvt-small
+    pvt-train --dataset_name cifar10 --image_column_name img --model_name_or_path my/pvt \\
         --ignore_mismatched_sizes --image_size 224 --checkpointing_steps epoch
     accelerate launch --num_processes 8 scripts/train.py ...  # GPUs, machines, mixed precision, FSDP
 
 The flags are those of Transformers' run_image_classification_no_trainer.py plus the DeiT recipe's
 (--mixup, --cutmix, --label_smoothing, --rand_augment_magnitude, ...); `--help` lists them all.
-Writes to --output_dir: step_N / epoch_N checkpoints, export/ (the Hub-ready model), all_results.json,
-training_history.json and training_curves.png. The work is done by classification_training.py.
+Writes to --output_dir: the Hub-ready model itself (`from_pretrained(output_dir)` loads it), step_N / epoch_N
+checkpoints, all_results.json, training_history.json and training_curves.png. The work is done by
+pvt_tools.training.classification.
 """
 
 import sys
 
 from transformers import HfArgumentParser
 
-from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
-from pvt_tools.training.classification import ModelArguments, OptimizationArguments, RunArguments, train_image_classifier
 from pvt_tools.hub import PushError
+from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
+from pvt_tools.training.classification import (
+    ModelArguments,
+    OptimizationArguments,
+    RunArguments,
+    train_image_classifier,
+)
 from pvt_tools.training.data import AugmentationArguments, DataArguments, DataError
+from pvt_tools.training.loop import UsageError
 
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, OptimizationArguments, AugmentationArguments, RunArguments)
 
@@ -38,7 +45,7 @@ def run() -> None:
     """Console entry point: a mistake in the flags or the data ends with its message, not a traceback."""
     try:
         main()
-    except (DataError, CheckpointError, NonFiniteLossError, PushError) as error:
+    except (DataError, CheckpointError, NonFiniteLossError, PushError, UsageError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -143,9 +143,7 @@ def load_checkpoint(
     state = read_training_state(path)
     saved_settings = state["run_settings"]
     changed = {
-        key: (saved_settings.get(key), value)
-        for key, value in run_settings.items()
-        if saved_settings.get(key) != value
+        key: (saved_settings.get(key), value) for key, value in run_settings.items() if saved_settings.get(key) != value
     }
     if changed:
         details = ", ".join(f"{key}: {old} in the checkpoint, {new} now" for key, (old, new) in changed.items())

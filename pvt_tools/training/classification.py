@@ -7,18 +7,25 @@
 builds the data (training_data.py), the model (from a paper variant with optional smaller settings, or fine-tuned
 from a folder or Hub repo), AdamW with type-based weight decay and a warm-up + cosine schedule, then runs
 training_loop.run_training with the DeiT loss (MixUp / CutMix, label smoothing) and a top-1 / top-5 evaluation
-through `evaluate` (scripts/metrics/top_k_accuracy). At the end it writes the Hub-ready export
-(hub_export.export_model) to output_dir/export, all_results.json (eval_accuracy, eval_top5_accuracy, ... as in
-Transformers' examples), training_history.json and training_curves.png; optionally pushes the export to the Hub.
+through `evaluate` (pvt_tools/training/metrics/top_k_accuracy). At the end it writes the Hub-ready export
+(pvt_tools.hub.export_model: weights, config, both code files, image processor, model card) into output_dir itself,
+beside the step_N / epoch_N checkpoints, so that `AutoModelForImageClassification.from_pretrained(output_dir)`
+loads the result; then all_results.json (eval_accuracy, eval_top5_accuracy, ... as in Transformers' examples),
+training_history.json and training_curves.png; optionally it pushes the export to the Hub.
 
-The defaults are the DeiT recipe the PVT authors trained ImageNet with: AdamW, learning rate 5e-4 x (total batch
-size / 512), weight decay 0.05, cosine schedule after 5 warm-up epochs, RandAugment m9, random erasing 0.25, MixUp
-0.8 / CutMix 1.0, label smoothing 0.1, drop path 0.1 (tiny, small) or 0.3 (medium, large) and gradient clipping
-at 1.0 for medium and large.
+The defaults are the DeiT recipe the PVT authors trained ImageNet with: AdamW, weight decay 0.05, cosine schedule,
+label smoothing 0.1, drop path 0.1 (tiny, small) or 0.3 (medium, large) and gradient clipping at 1.0 for medium
+and large; three defaults adapt to the run:
+
+- learning rate: from scratch, DeiT's 5e-4 x (total batch size / 512) but at least 5e-4 (DeiT's rule gives 3e-5 at
+  batch 32, too low for anything but a 300-epoch run); fine-tuning (--model_name_or_path), 5e-5 as in
+  Transformers' image-classification examples;
+- warm-up: DeiT's 5 epochs, but at most 10% of the optimizer steps;
+- augmentations: DeiT's RandAugment, random erasing, MixUp and CutMix for runs of 100 epochs or more; shorter runs
+  get random resized crops (scale 0.35-1) and flips only, which let them learn (see pvt_tools.training.data).
 """
 
-import math
-import shutil
+import difflib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,13 +37,24 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from huggingface_hub import constants
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoImageProcessor, PvtImageProcessor, get_scheduler
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    PvtImageProcessor,
+    get_scheduler,
+)
 
-from pvt_tools.training.checkpoints import CheckpointError, list_checkpoints
 from configuration_pvt import PVT_VARIANTS, PvtConfig
-from pvt_tools.hub import export_model, official_eval_image_processor
-from modeling_pvt import PvtForImageClassification  # importing it registers "pvt_v1" with the Auto classes
-from pvt_tools.hub import PushError, check_repo_id, push_export
+from modeling_pvt import (
+    PvtForImageClassification,  # importing it registers "pvt_v1" with the Auto classes
+)
+from pvt_tools.hub import (
+    PushError,
+    check_repo_id,
+    export_model,
+    official_eval_image_processor,
+    push_export,
+)
 from pvt_tools.training.data import (
     AugmentationArguments,
     DataArguments,
@@ -49,18 +67,35 @@ from pvt_tools.training.data import (
     collate_image_batch,
     dataset_label,
     load_image_classification_dataset,
+    report_skipped_images,
 )
 from pvt_tools.training.loop import (
+    UsageError,
+    check_positive,
+    check_warmup,
     create_accelerator,
+    end_line,
     parse_checkpointing_steps,
     plan_training_steps,
+    prepare_run_output_dir,
+    resolve_warmup,
+    run_summary,
     run_training,
     weight_decay_parameter_groups,
     write_json,
 )
 
 TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_accuracy"
-EXPORT_DIR_NAME = "export"
+
+# Default learning rates. From scratch: DeiT's linear rule (5e-4 per 512 images of total batch), with a floor. The
+# rule was tuned for 300 ImageNet epochs at batch 1024; at the batch sizes of a first run (32-64) it gives 3e-5 to
+# 6e-5, with which a short run hardly moves. Measured on the embedded digits (tiny PVT, 32x32, 60 steps at batch 32,
+# crops and flips): 9% validation accuracy at the rule's 3.1e-5, 57% at 5e-4, 65% at 1e-3, 58% at 2e-3. The floor is
+# DeiT's own rate at its reference batch of 512. Fine-tuning: 5e-5, the default of Transformers' examples.
+DEIT_BASE_LEARNING_RATE = 5e-4
+DEIT_REFERENCE_BATCH_SIZE = 512
+FROM_SCRATCH_MIN_LEARNING_RATE = 5e-4
+FINE_TUNING_LEARNING_RATE = 5e-5
 # Per-variant settings of the authors' ImageNet training (classification/configs/pvt/*.py).
 VARIANT_RECIPES = {
     "pvt-tiny": {"drop_path_rate": 0.1, "max_grad_norm": None},
@@ -80,7 +115,8 @@ class ModelArguments:
         metadata={"help": "A folder or Hub repo holding a PVT classifier to fine-tune (ours or Transformers' Pvt)."},
     )
     variant: str = field(
-        default="pvt-tiny", metadata={"help": f"Train this paper variant from scratch: one of {list(PVT_VARIANTS)}."}
+        default="pvt-tiny",
+        metadata={"help": f"Train this paper variant from scratch: {', '.join(PVT_VARIANTS)}."},
     )
     hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Override: channels of the 4 stages."})
     depths: list[int] | None = field(default=None, metadata={"help": "Override: layers of the 4 stages."})
@@ -97,36 +133,70 @@ class ModelArguments:
         default=False, metadata={"help": "Fine-tune a checkpoint whose classifier has a different number of classes."}
     )
 
+    def __post_init__(self):
+        check_variant_name(self.variant)
+        check_positive(image_size=self.image_size)
+
+
+def check_variant_name(variant: str, flag: str = "--variant") -> str:
+    """A paper variant's name, or an error that suggests the closest one and lists them all."""
+    if variant in PVT_VARIANTS:
+        return variant
+    close = difflib.get_close_matches(variant.replace("_", "-").lower(), list(PVT_VARIANTS), n=1, cutoff=0.5)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"{flag} {variant!r} is not a PVT variant: {suggestion}Choose one of {', '.join(PVT_VARIANTS)}.")
+
 
 @dataclass
 class OptimizationArguments:
     learning_rate: float | None = field(
-        default=None, metadata={"help": "Peak learning rate (default: DeiT's 5e-4 x total batch size / 512)."}
+        default=None,
+        metadata={
+            "help": "Peak learning rate. Default from scratch: DeiT's 5e-4 x total batch size / 512, but at least "
+            "5e-4 (the rule alone gives 3e-5 at batch 32, too low for short runs to learn); fine-tuning "
+            "(--model_name_or_path): 5e-5, as Transformers' examples."
+        },
     )
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay of linear and conv weights."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any name of transformers.get_scheduler."})
     num_warmup_steps: int | None = field(
-        default=None, metadata={"help": "Warm-up steps (default: --num_warmup_epochs)."}
+        default=None,
+        metadata={
+            "help": "Warm-up optimizer steps (default: min(5 epochs, 10%% of the steps), DeiT's 5 epochs "
+            "shortened for short runs)."
+        },
     )
-    num_warmup_epochs: float = field(
-        default=5.0, metadata={"help": "Warm-up length in epochs when --num_warmup_steps is not given."}
+    num_warmup_epochs: float | None = field(
+        default=None, metadata={"help": "Warm-up length in epochs, instead of --num_warmup_steps."}
     )
     max_grad_norm: float | None = field(default=None, metadata={"help": "Gradient clipping (default: per variant)."})
+
+    def __post_init__(self):
+        if self.num_warmup_steps is not None and self.num_warmup_epochs is not None:
+            raise UsageError("Give --num_warmup_steps or --num_warmup_epochs, not both.")
+        if self.learning_rate is not None and self.learning_rate < 0:
+            raise UsageError(f"--learning_rate must be 0 or more, got {self.learning_rate}.")
 
 
 @dataclass
 class RunArguments:
     output_dir: str = field(
         default="outputs/pvt-image-classification",
-        metadata={"help": "Checkpoints, export/, all_results.json and the training curves go here."},
+        metadata={
+            "help": "The trained model (from_pretrained(output_dir) loads it), step_N / epoch_N checkpoints, "
+            "all_results.json and the training curves go here."
+        },
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start a new run in an output_dir that holds an earlier run's checkpoints."}
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds an earlier run (its checkpoints are removed)."},
     )
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch size per process."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
     num_train_epochs: int = field(default=3, metadata={"help": "Epochs to train (DeiT on ImageNet: 300)."})
-    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides the epochs."})
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps; overrides the epochs.", "aliases": ["--max_steps"]}
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     seed: int = field(default=42, metadata={"help": "Seed of the initialisation, data order and augmentations."})
     checkpointing_steps: str | None = field(
@@ -142,6 +212,16 @@ class RunArguments:
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the export to --hub_model_id at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repo, 'org/name', to push to."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
+
+    def __post_init__(self):
+        check_positive(
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            num_train_epochs=self.num_train_epochs,
+            max_train_steps=self.max_train_steps,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+        )
+        parse_checkpointing_steps(self.checkpointing_steps)
 
 
 def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForImageClassification, PvtImageProcessor]:
@@ -231,26 +311,25 @@ def classification_evaluator(accelerator: Accelerator, eval_dataloader, num_labe
     return evaluate_model
 
 
+def default_learning_rate(total_batch_size: int, fine_tuning: bool) -> tuple[float, str]:
+    """The default peak learning rate and how it was chosen (see the module docstring)."""
+    if fine_tuning:
+        return FINE_TUNING_LEARNING_RATE, "default for fine-tuning"
+    rule = DEIT_BASE_LEARNING_RATE * total_batch_size / DEIT_REFERENCE_BATCH_SIZE
+    described = f"DeiT's 5e-4 x {total_batch_size}/{DEIT_REFERENCE_BATCH_SIZE} = {rule:.3g}"
+    if rule < FROM_SCRATCH_MIN_LEARNING_RATE:
+        return FROM_SCRATCH_MIN_LEARNING_RATE, f"default from scratch: {described}, raised to the 5e-4 minimum"
+    return rule, f"default from scratch: {described}"
+
+
 def prepare_output_dir(accelerator: Accelerator, run_args: RunArguments) -> Path:
-    """Refuse to mix a new run into an earlier one's checkpoints, unless told to start over."""
-    output_dir = Path(run_args.output_dir)
-    if run_args.resume_from_checkpoint is None:
-        earlier = [path.name for path in list_checkpoints(output_dir)]
-        if (output_dir / EXPORT_DIR_NAME).exists():
-            earlier.append(EXPORT_DIR_NAME)
-        if earlier and not run_args.overwrite_output_dir:
-            raise CheckpointError(
-                f"{output_dir} already holds an earlier run ({', '.join(earlier[:5])}); nothing was changed. Continue "
-                "it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
-                "--output_dir."
-            )
-        if earlier and accelerator.is_main_process:
-            for path in list_checkpoints(output_dir):
-                shutil.rmtree(path)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    return output_dir
+    """Refuse to mix a new run into an earlier one's outputs, unless told to continue or start over."""
+    return prepare_run_output_dir(
+        accelerator,
+        run_args.output_dir,
+        resume_from_checkpoint=run_args.resume_from_checkpoint,
+        overwrite_output_dir=run_args.overwrite_output_dir,
+    )
 
 
 def exportable_model(accelerator: Accelerator, model: torch.nn.Module) -> PvtForImageClassification | None:
@@ -294,6 +373,8 @@ def train_image_classifier(
     started = time.perf_counter()
     check_push_settings(run_args)
     checkpointing_steps = parse_checkpointing_steps(run_args.checkpointing_steps)
+    if optimization_args.num_warmup_steps is not None and run_args.max_train_steps is not None:
+        check_warmup(optimization_args.num_warmup_steps, run_args.max_train_steps)  # before any data is loaded
     accelerator = create_accelerator(
         seed=run_args.seed,
         gradient_accumulation_steps=run_args.gradient_accumulation_steps,
@@ -305,17 +386,17 @@ def train_image_classifier(
 
     with accelerator.main_process_first():
         dataset, skipped = load_image_classification_dataset(data_args)
-    if any(skipped.values()):
-        accelerator.print(f"Left out unreadable images (--corrupt_images skip): {skipped}.")
+    if accelerator.is_main_process:
+        skipped_message = report_skipped_images(skipped, output_dir)
+        if skipped_message:
+            accelerator.print(skipped_message)
     names = class_names(dataset["train"], data_args.label_column_name)
     model, image_processor = build_model(model_args, names)
     image_size = processor_image_size(image_processor)
 
     columns = (data_args.image_column_name, data_args.label_column_name)
-    train_transform = build_train_transform(
-        image_size, image_processor.image_mean, image_processor.image_std, augmentation_args
-    )
-    train_dataset = ImageClassificationDataset(dataset["train"], train_transform, *columns, seed=run_args.seed)
+    # The training transform depends on the run's length (AugmentationArguments.for_run): set once it is planned.
+    train_dataset = ImageClassificationDataset(dataset["train"], None, *columns, seed=run_args.seed)
     eval_dataset = ImageClassificationDataset(dataset["validation"], build_eval_transform(image_processor), *columns)
     loader_settings = {"collate_fn": collate_image_batch, "num_workers": run_args.dataloader_num_workers}
     train_dataloader = DataLoader(
@@ -330,9 +411,11 @@ def train_image_classifier(
     total_batch_size = (
         run_args.per_device_train_batch_size * accelerator.num_processes * run_args.gradient_accumulation_steps
     )
-    learning_rate = optimization_args.learning_rate
+    learning_rate, learning_rate_source = optimization_args.learning_rate, "--learning_rate"
     if learning_rate is None:
-        learning_rate = 5e-4 * total_batch_size / 512
+        learning_rate, learning_rate_source = default_learning_rate(
+            total_batch_size, fine_tuning=model_args.model_name_or_path is not None
+        )
     optimizer = torch.optim.AdamW(
         weight_decay_parameter_groups(model, optimization_args.weight_decay), lr=learning_rate
     )
@@ -345,9 +428,13 @@ def train_image_classifier(
         run_args.num_train_epochs,
         run_args.max_train_steps,
     )
-    num_warmup_steps = optimization_args.num_warmup_steps
-    if num_warmup_steps is None:
-        num_warmup_steps = math.ceil(optimization_args.num_warmup_epochs * plan.num_update_steps_per_epoch)
+    num_warmup_steps, warmup_source = resolve_warmup(
+        plan, optimization_args.num_warmup_steps, optimization_args.num_warmup_epochs
+    )
+    augmentation_args = augmentation_args.for_run(plan.num_train_epochs)
+    train_dataset.transform = build_train_transform(
+        image_size, image_processor.image_mean, image_processor.image_std, augmentation_args
+    )
     lr_scheduler = accelerator.prepare(
         get_scheduler(
             optimization_args.lr_scheduler_type,
@@ -365,12 +452,28 @@ def train_image_classifier(
         settings.update({**asdict(augmentation_args), **asdict(run_args), "learning_rate": learning_rate})
         loggable = {name: value for name, value in settings.items() if isinstance(value, (int, float, str, bool))}
         accelerator.init_trackers("pvt_image_classification", loggable)
+    if run_args.max_train_steps is not None:
+        steps_source = "--max_train_steps"
+    else:
+        steps_source = f"{run_args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps"
+    processes = accelerator.num_processes
     accelerator.print(
-        f"Training {sum(p.numel() for p in model.parameters()):,} parameters on {len(train_dataset)} images "
-        f"({len(names)} classes) on {accelerator.num_processes} process(es), validating on {len(eval_dataset)}: "
-        f"{plan.max_train_steps} optimizer steps ({num_warmup_steps} warm-up), {plan.num_train_epochs} epochs, total "
-        f"batch size {total_batch_size}, learning rate {learning_rate:.2e}."
+        run_summary(
+            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+            num_images=len(train_dataset),
+            details=f"{len(names)} classes, {len(eval_dataset):,} for validation, total batch size "
+            f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+            plan=plan,
+            steps_source=steps_source,
+            num_warmup_steps=num_warmup_steps,
+            warmup_source=warmup_source,
+            learning_rate=learning_rate,
+            learning_rate_source=learning_rate_source,
+            schedule=optimization_args.lr_scheduler_type,
+            schedule_source="default" if optimization_args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
+        )
     )
+    accelerator.print(f"Augmentations: {augmentation_args.describe()}.")
 
     history = run_training(
         accelerator,
@@ -406,23 +509,26 @@ def train_image_classifier(
         "train_samples": len(train_dataset),
         "train_steps": final["step"],
         "train_loss": sum(step_losses) / len(step_losses) if step_losses else None,
-        "unreadable_images_skipped": sum(skipped.values()),
+        "unreadable_images_skipped": sum(len(described) for described in skipped.values()),
         "train_runtime": round(time.perf_counter() - started, 2),
     }
     final_model = exportable_model(accelerator, model)
     if accelerator.is_main_process:
         export_dir = export_model(
             final_model,
-            output_dir / EXPORT_DIR_NAME,
+            output_dir,
             repo_id=run_args.hub_model_id,
             image_processor=image_processor,
             dataset=dataset_label(data_args),
             metrics=eval_metrics,
             base_model=hub_repo_or_none(model_args.model_name_or_path),
             overwrite=True,
+            beside_other_files=True,
         )
         write_json(output_dir / "all_results.json", results)
-        accelerator.print(f"Exported the model to {export_dir}; results: {results}")
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items() if isinstance(value, float))
+        accelerator.print(f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s.")
+        accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
         if run_args.push_to_hub:
             push_export(export_dir, run_args.hub_model_id, commit_message="End of training")
     accelerator.wait_for_everyone()
@@ -431,12 +537,14 @@ def train_image_classifier(
 
 
 __all__ = [
+    "VARIANT_RECIPES",
     "ModelArguments",
     "OptimizationArguments",
     "RunArguments",
-    "VARIANT_RECIPES",
     "build_model",
+    "check_variant_name",
     "classification_evaluator",
     "classification_loss",
+    "default_learning_rate",
     "train_image_classifier",
 ]

@@ -5,14 +5,13 @@
 
 1. trains a 4-stage PVT (about 0.5M parameters, 32x32 inputs) from scratch on scikit-learn's 1,797 digit scans
    with scripts/train.py's machinery (Accelerate, evaluation every epoch, training curves);
-2. writes the Hub-ready export to <output_dir>/export (safetensors, config with auto_map, code, image processor,
-   model card);
-3. reloads the export with AutoModelForImageClassification and AutoImageProcessor, as a user would, and prints
-   predictions for a few validation digits and the accuracy on all 270 of them.
-Target: at least 97% validation accuracy in under 5 minutes on a 2-core CPU.
+2. writes the Hub-ready model into <output_dir> (safetensors, config with auto_map, code, image processor,
+   model card), beside the run's results;
+3. reloads it with AutoModelForImageClassification and AutoImageProcessor, as a user would, and prints
+   predictions for a few validation digits and the accuracy on all 270 of them (`pvt-demo` then checks that this
+   accuracy is at least 97%; measured: 98-99% in about a minute on a 2-core CPU).
 """
 
-import argparse
 import time
 from pathlib import Path
 
@@ -20,10 +19,21 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from pvt_tools.training.classification import ModelArguments, OptimizationArguments, RunArguments, train_image_classifier
-from pvt_tools.training.data import AugmentationArguments, DataArguments, load_image_classification_dataset, to_rgb
+from pvt_tools.training.classification import (
+    ModelArguments,
+    OptimizationArguments,
+    RunArguments,
+    train_image_classifier,
+)
+from pvt_tools.training.data import (
+    AugmentationArguments,
+    DataArguments,
+    load_image_classification_dataset,
+    to_rgb,
+)
 
-TARGET_ACCURACY = 0.97
+# What `make demo` must reach: the 20-epoch run measures 98-99% (README), so below this something is broken.
+REQUIRED_ACCURACY = 0.97
 
 # A small PVT for 32x32 inputs (8x8, 4x4, 2x2, 1x1 token grids) and a light recipe: 8x8 digits leave no room for
 # DeiT's ImageNet augmentations (a flipped or mixed digit is another digit, or none).
@@ -37,7 +47,8 @@ DEMO_MODEL = ModelArguments(
     sequence_reduction_ratios=[2, 1, 1, 1],
     drop_path_rate=0.0,
 )
-DEMO_OPTIMIZATION = OptimizationArguments(learning_rate=2e-3, weight_decay=0.05, num_warmup_epochs=2)
+# Warm-up: the default, min(5 epochs, 10% of the steps), i.e. 2 epochs of the 20.
+DEMO_OPTIMIZATION = OptimizationArguments(learning_rate=2e-3, weight_decay=0.05)
 DEMO_AUGMENTATION = AugmentationArguments(
     random_resized_crop_scale=[0.6, 1.0],
     horizontal_flip_probability=0.0,
@@ -57,7 +68,7 @@ def ascii_digit(image) -> list[str]:
 
 
 def show_predictions(export_dir: Path, count: int = 6) -> float:
-    """Reload the export as a user would, print a few predictions, return the validation accuracy."""
+    """Reload the trained model as a user would, print a few predictions, return the validation accuracy."""
     model = AutoModelForImageClassification.from_pretrained(export_dir).eval()
     image_processor = AutoImageProcessor.from_pretrained(export_dir)
     validation = load_image_classification_dataset(DataArguments())[0]["validation"]
@@ -79,7 +90,7 @@ def show_predictions(export_dir: Path, count: int = 6) -> float:
     print("   ".join(captions))
     accuracy = float((predictions == labels).mean())
     mistakes = int((predictions != labels).sum())
-    print(f"\nValidation accuracy of the reloaded export: {accuracy:.2%} ({len(labels) - mistakes}/{len(labels)})")
+    print(f"\nValidation accuracy of the reloaded model: {accuracy:.2%} ({len(labels) - mistakes}/{len(labels)})")
     return accuracy
 
 
@@ -104,13 +115,10 @@ def run_demo(output_dir: str | Path = "outputs/demo", num_train_epochs: int = 20
         ),
     )
     trained = time.perf_counter()
-    accuracy = show_predictions(Path(output_dir) / "export")
+    accuracy = show_predictions(Path(output_dir))
     finished = time.perf_counter()
     print(
-        f"Training and export: {trained - started:.0f} s; reload and prediction: {finished - trained:.0f} s; "
-        f"total {finished - started:.0f} s. Target: {TARGET_ACCURACY:.0%} -> "
-        f"{'reached' if accuracy >= TARGET_ACCURACY else 'NOT reached'}. "
-        f"Curves: {Path(output_dir) / 'training_curves.png'}"
+        f"Training and saving: {trained - started:.0f} s; reload and prediction: {finished - trained:.0f} s; "
+        f"total {finished - started:.0f} s. Curves: {Path(output_dir) / 'training_curves.png'}"
     )
     return accuracy
-

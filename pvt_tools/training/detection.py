@@ -13,13 +13,16 @@ classification script.
     accelerate launch scripts/train_detection.py ...                          # several processes or machines
 
 Writes to --output_dir: step_N / epoch_N checkpoints, training_history.json, training_curves.png (loss, learning
-rate and mAP against the step), all_results.json and, last, model/ (the detector and its image processor, ready
-for `from_pretrained`).
+rate and mAP against the step), all_results.json and, last, the detector itself, beside them: its weights and
+config, its image processor, the two PVT code files its backbone needs and a README.md saying how to load it
+(`DetrForObjectDetection.from_pretrained(output_dir)` once `modeling_pvt` is imported).
 """
 
 import argparse
+import inspect
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,9 @@ from torchmetrics.detection import MeanAveragePrecision
 from transformers import DeformableDetrImageProcessor, DetrImageProcessor, get_scheduler
 from transformers.image_transforms import center_to_corners_format
 
+import configuration_pvt
+import modeling_pvt
+from configuration_pvt import PVT_VARIANTS, PvtConfig
 from pvt_tools.backbones import (
     DEFAULT_OUT_FEATURES,
     DETECTOR_MODEL_CLASSES,
@@ -37,13 +43,19 @@ from pvt_tools.backbones import (
     find_pvt_backbone,
     pvt_detector_from_checkpoint,
 )
-from configuration_pvt import PVT_VARIANTS, PvtConfig
-from pvt_tools.training.detection_data import category_names, check_boxes, make_digits_detection_splits
-from pvt_tools.hub import replace_directory
+from pvt_tools.hub import move_files_into
+from pvt_tools.training.detection_data import (
+    category_names,
+    check_boxes,
+    make_digits_detection_splits,
+)
 from pvt_tools.training.loop import (
     create_accelerator,
-    parse_checkpointing_steps,
+    end_line,
     plan_training_steps,
+    prepare_run_output_dir,
+    resolve_warmup,
+    run_summary,
     run_training,
     weight_decay_parameter_groups,
     write_json,
@@ -175,30 +187,58 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
-def save_final_model(accelerator, model, image_processor, destination: Path) -> None:
-    """The trained detector and its image processor as one folder, written beside it and then renamed."""
+DETECTOR_README = """# {architecture} with a PVT backbone
+
+Trained with pvt_tools' `pvt-train-detection`. The backbone's code (`configuration_pvt.py`, `modeling_pvt.py`) is in
+this folder: import it once, then load the detector with Transformers' own classes.
+
+```python
+import sys
+sys.path.insert(0, "path/to/this/folder")
+import modeling_pvt  # registers the "pvt_v1" backbone with Transformers
+from transformers import AutoImageProcessor, AutoModelForObjectDetection
+
+model = AutoModelForObjectDetection.from_pretrained("path/to/this/folder")
+image_processor = AutoImageProcessor.from_pretrained("path/to/this/folder")
+```
+"""
+
+
+def save_final_model(accelerator, model, image_processor, destination: Path, architecture: str) -> None:
+    """The trained detector, its image processor and the PVT code files, written into `destination` beside the
+    run's checkpoints and results: each file is written whole in a temporary folder, then moved into place."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        staging = destination.with_name(f".{destination.name}.incomplete")
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
-        accelerator.unwrap_model(model).save_pretrained(staging)
-        image_processor.save_pretrained(staging)
-        replace_directory(staging, destination)
+        destination.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=destination))
+        try:
+            accelerator.unwrap_model(model).save_pretrained(staging)
+            image_processor.save_pretrained(staging)
+            for module in (configuration_pvt, modeling_pvt):
+                shutil.copyfile(inspect.getfile(module), staging / Path(inspect.getfile(module)).name)
+            (staging / "README.md").write_text(DETECTOR_README.format(architecture=architecture), encoding="utf-8")
+            move_files_into(staging, destination)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     accelerator.wait_for_everyone()
 
 
 def train_detector(args: argparse.Namespace) -> dict:
     """Fine-tune the detector that `args` (the command's flags) describe; returns the final results."""
-    output_dir = Path(args.output_dir)
     accelerator = create_accelerator(
         seed=args.seed,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        output_dir=output_dir,
+        output_dir=args.output_dir,
         with_tracking=args.with_tracking,
         report_to=args.report_to,
     )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_run_output_dir(
+        accelerator,
+        args.output_dir,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        overwrite_output_dir=getattr(args, "overwrite_output_dir", False),
+    )
 
     with accelerator.main_process_first():
         dataset = load_detection_dataset(args)
@@ -238,11 +278,38 @@ def train_detector(args: argparse.Namespace) -> dict:
     plan = plan_training_steps(
         len(train_dataloader), args.gradient_accumulation_steps, args.num_train_epochs, args.max_train_steps
     )
+    if args.num_warmup_steps is None:
+        num_warmup_steps, warmup_source = 0, "default: none, as DETR"
+    else:
+        num_warmup_steps, warmup_source = resolve_warmup(plan, args.num_warmup_steps)
     lr_scheduler = accelerator.prepare(
-        get_scheduler(args.lr_scheduler_type, optimizer, args.num_warmup_steps, plan.max_train_steps)
+        get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps, plan.max_train_steps)
     )
     if args.with_tracking:
         accelerator.init_trackers("pvt_detection", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
+    total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    processes = accelerator.num_processes
+    learning_rate_default = args.learning_rate == 1e-4 and args.backbone_learning_rate == 1e-5
+    accelerator.print(
+        run_summary(
+            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+            num_images=len(dataset["train"]),
+            details=f"{args.architecture}, {len(names)} classes, {len(dataset['validation']):,} for validation, total "
+            f"batch size {total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+            plan=plan,
+            steps_source="--max_train_steps"
+            if args.max_train_steps is not None
+            else f"{args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps",
+            num_warmup_steps=num_warmup_steps,
+            warmup_source=warmup_source,
+            learning_rate=args.learning_rate,
+            learning_rate_source="default: DETR's 1e-4, and 1e-5 for the backbone"
+            if learning_rate_default
+            else f"--learning_rate; backbone {args.backbone_learning_rate:.3g}",
+            schedule=args.lr_scheduler_type,
+            schedule_source="default" if args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
+        )
+    )
 
     start = time.perf_counter()
     history = run_training(
@@ -277,10 +344,10 @@ def train_detector(args: argparse.Namespace) -> dict:
         "train_runtime_seconds_this_run": round(time.perf_counter() - start, 1),
         "architecture": args.architecture,
     }
+    save_final_model(accelerator, model, image_processor, output_dir, args.architecture)
     if accelerator.is_main_process:
         write_json(output_dir / "all_results.json", results)
-    save_final_model(accelerator, model, image_processor, output_dir / "model")
     accelerator.end_training()
     accelerator.print(json.dumps(results, indent=2))
+    accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
     return results
-

@@ -135,9 +135,7 @@ def make_digits_detection_splits(
     return datasets.DatasetDict(
         {
             "train": make_digits_detection_dataset(num_train, canvas_size, split="train", seed=seed),
-            "validation": make_digits_detection_dataset(
-                num_validation, canvas_size, split="validation", seed=seed + 1
-            ),
+            "validation": make_digits_detection_dataset(num_validation, canvas_size, split="validation", seed=seed + 1),
         }
     )
 
@@ -186,6 +184,7 @@ def check_boxes(dataset: datasets.Dataset, on_invalid: str = "drop") -> tuple[da
         return {"objects": kept_objects}
 
     return dataset.map(keep_valid_objects, with_indices=True, input_columns=["objects"]), dropped
+
 
 __all__ = [
     "DIGIT_NAMES",

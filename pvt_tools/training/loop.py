@@ -33,6 +33,7 @@ the epoch.
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvt_tools.training.checkpoints import (
+    CheckpointError,
     NonFiniteLossError,
     TrainingProgress,
     check_finite_loss,
+    list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
     resume_batches,
@@ -111,9 +114,94 @@ def plan_training_steps(
     """How many optimizer updates and epochs; `num_batches_per_epoch` is the prepared (per-process) dataloader's
     length. `max_train_steps`, when given, overrides `num_train_epochs`."""
     per_epoch = math.ceil(num_batches_per_epoch / gradient_accumulation_steps)
+    if per_epoch == 0:
+        raise UsageError("The training data gives no batch: there is nothing to train on.")
     if max_train_steps is None:
         max_train_steps = num_train_epochs * per_epoch
     return TrainingPlan(max_train_steps, math.ceil(max_train_steps / per_epoch), per_epoch)
+
+
+class UsageError(ValueError):
+    """A flag's value cannot work; the message names the flag, the value and the fix. Raised before any data is
+    loaded wherever the flags alone show the problem."""
+
+
+# The default warm-up: DeiT's 5 epochs, but never more than a tenth of the run (a short run would otherwise spend
+# most or all of its steps warming up and end before the learning rate reaches its peak).
+DEFAULT_WARMUP_EPOCHS = 5
+DEFAULT_WARMUP_FRACTION = 0.1
+
+
+def check_positive(**flags: float | None) -> None:
+    """Counts such as --max_train_steps must be > 0 (None means "not given")."""
+    for name, value in flags.items():
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name} must be greater than 0, got {value}.")
+
+
+def default_warmup_steps(plan: "TrainingPlan") -> int:
+    """min(5 epochs, 10% of the optimizer steps), rounded down: always shorter than the run."""
+    return min(
+        DEFAULT_WARMUP_EPOCHS * plan.num_update_steps_per_epoch, int(DEFAULT_WARMUP_FRACTION * plan.max_train_steps)
+    )
+
+
+def check_warmup(num_warmup_steps: int, max_train_steps: int, given_as: str = "--num_warmup_steps") -> None:
+    """A warm-up as long as the run never reaches the peak learning rate: refused, naming both numbers."""
+    if num_warmup_steps < 0:
+        raise UsageError(f"{given_as} must be 0 or more, got {num_warmup_steps}.")
+    if num_warmup_steps > 0 and num_warmup_steps >= max_train_steps:
+        raise UsageError(
+            f"The warm-up ({num_warmup_steps} steps, {given_as}) is at least as long as the whole run "
+            f"({max_train_steps} optimizer steps): the learning rate would never reach its peak. Shorten the warm-up "
+            "or train for more steps (--max_train_steps / --num_train_epochs); leave the warm-up flags out for the "
+            f"default, min({DEFAULT_WARMUP_EPOCHS} epochs, {DEFAULT_WARMUP_FRACTION:.0%} of the steps)."
+        )
+
+
+def resolve_warmup(
+    plan: "TrainingPlan", num_warmup_steps: int | None = None, num_warmup_epochs: float | None = None
+) -> tuple[int, str]:
+    """The warm-up length in optimizer steps and where it came from (a flag or the default rule)."""
+    if num_warmup_steps is not None:
+        warmup, source = num_warmup_steps, "--num_warmup_steps"
+    elif num_warmup_epochs is not None:
+        warmup = math.ceil(num_warmup_epochs * plan.num_update_steps_per_epoch)
+        source = f"--num_warmup_epochs {num_warmup_epochs:g}"
+    else:
+        warmup = default_warmup_steps(plan)
+        source = f"default: min({DEFAULT_WARMUP_EPOCHS} epochs, {DEFAULT_WARMUP_FRACTION:.0%} of the steps)"
+    check_warmup(warmup, plan.max_train_steps, source if num_warmup_steps is None else "--num_warmup_steps")
+    return warmup, source
+
+
+def run_summary(
+    *,
+    num_parameters: int,
+    num_images: int,
+    details: str,
+    plan: "TrainingPlan",
+    steps_source: str,
+    num_warmup_steps: int,
+    warmup_source: str,
+    learning_rate: float,
+    learning_rate_source: str,
+    schedule: str,
+    schedule_source: str,
+) -> str:
+    """The line every training script prints before it starts: what will run, and where each number came from."""
+    return (
+        f"Training {num_parameters:,} parameters on {num_images:,} images ({details}): {plan.max_train_steps} "
+        f"optimizer steps ({plan.num_train_epochs} epoch{'s' if plan.num_train_epochs != 1 else ''}, "
+        f"{steps_source}), warm-up {num_warmup_steps} step{'s' if num_warmup_steps != 1 else ''} ({warmup_source}), "
+        f"learning rate {learning_rate:.3g} "
+        f"({learning_rate_source}), schedule {schedule} ({schedule_source})."
+    )
+
+
+def end_line(model_dir: str | os.PathLike, results_path: str | os.PathLike) -> str:
+    """The line every training script prints last."""
+    return f"Saved to {model_dir}; results {results_path}"
 
 
 def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
@@ -122,7 +210,51 @@ def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
         return value
     if str(value).isdigit() and int(value) > 0:
         return int(value)
-    raise ValueError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
+    raise UsageError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
+
+
+# Where earlier versions of the training scripts put the model; still recognised as an earlier run's output.
+LEGACY_MODEL_DIR_NAMES = ("export", "model")
+# Files that show an output directory already holds a finished or stopped run.
+RUN_OUTPUT_FILES = ("model.safetensors", "all_results.json", "training_history.json")
+
+
+def earlier_run_outputs(output_dir: Path) -> list[str]:
+    """What in `output_dir` shows an earlier run: checkpoints, its model and results, an old export/ or model/."""
+    earlier = [path.name for path in list_checkpoints(output_dir)]
+    earlier += [name for name in RUN_OUTPUT_FILES if (output_dir / name).exists()]
+    earlier += [name for name in LEGACY_MODEL_DIR_NAMES if (output_dir / name / "config.json").exists()]
+    return earlier
+
+
+def prepare_run_output_dir(
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    *,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+) -> Path:
+    """Refuse to mix a new run into an earlier one's outputs unless told to continue it (--resume_from_checkpoint)
+    or to start over (--overwrite_output_dir: the earlier checkpoints are removed, its model and results are
+    replaced at the end; other files are never touched)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CheckpointError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
+    if resume_from_checkpoint is None:
+        earlier = earlier_run_outputs(output_dir)
+        if earlier and not overwrite_output_dir:
+            raise CheckpointError(
+                f"{output_dir} already holds an earlier run ({', '.join(earlier[:5])}); nothing was changed. Continue "
+                "it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
+                "--output_dir."
+            )
+        if earlier and accelerator.is_main_process:
+            for path in list_checkpoints(output_dir):
+                shutil.rmtree(path)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return output_dir
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -250,9 +382,17 @@ def write_history(accelerator: Accelerator, history: TrainingHistory, output_dir
 
 __all__ = [
     "TrainingPlan",
+    "UsageError",
+    "check_positive",
+    "check_warmup",
     "create_accelerator",
+    "default_warmup_steps",
+    "end_line",
     "parse_checkpointing_steps",
     "plan_training_steps",
+    "prepare_run_output_dir",
+    "resolve_warmup",
+    "run_summary",
     "run_training",
     "weight_decay_parameter_groups",
     "write_json",

@@ -1,11 +1,14 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """Fine-tune (or train) a PVT image classifier with `transformers.Trainer`: PVT needs no special code there.
 
-    python scripts/finetune_with_trainer.py --model_name_or_path outputs/demo/export --train_dir photos/train \\
+    pvt-finetune-trainer --model_name_or_path outputs/demo --train_dir photos/train \\
         --ignore_mismatched_sizes --output_dir outputs/trainer --num_train_epochs 10 --learning_rate 1e-4 \\
         --eval_strategy epoch --save_strategy epoch --label_smoothing_factor 0.1
 
-All of Trainer's own flags (TrainingArguments) work, next to the data and model flags of scripts/train.py.
+All of Trainer's own flags (TrainingArguments) work, next to the data and model flags of pvt-train; `--help` shows
+ours and the Trainer flags used most, `--help_trainer` all of Trainer's. Two Trainer defaults adapt to the run
+unless given: the learning rate (5e-5 fine-tuning, as Trainer; from scratch pvt-train's rule, at least 5e-4) and
+the warm-up (min(5 epochs, 10% of the steps)).
 Image datasets need two things with Trainer, and this script sets both:
 
 - `remove_unused_columns=False` (made the default here): Trainer otherwise drops every dataset column that is not
@@ -15,18 +18,25 @@ Image datasets need two things with Trainer, and this script sets both:
 
 The per-image augmentations are those of Transformers' run_image_classification.py (random resized crop and
 horizontal flip); Trainer's `--label_smoothing_factor` smooths the labels. MixUp / CutMix and the rest of the DeiT
-recipe are in scripts/train.py. The model is saved by `trainer.save_model` to --output_dir and, as the Hub-ready
-export, to --output_dir/export.
+recipe are in pvt-train. The model is saved once, as the Hub-ready export (weights, config, both code files, image
+processor, card), into --output_dir itself, beside Trainer's checkpoint-N folders and results.
 """
 
+import math
 from pathlib import Path
 
 import evaluate
 import numpy as np
-from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
-from pvt_tools.training.classification import TOP_K_ACCURACY_METRIC, ModelArguments, build_model, processor_image_size
 from pvt_tools.hub import export_model
+from pvt_tools.training.classification import (
+    TOP_K_ACCURACY_METRIC,
+    ModelArguments,
+    build_model,
+    default_learning_rate,
+    processor_image_size,
+)
 from pvt_tools.training.data import (
     AugmentationArguments,
     DataArguments,
@@ -37,11 +47,25 @@ from pvt_tools.training.data import (
     dataset_label,
     load_image_classification_dataset,
     make_batch_transform,
+    report_skipped_images,
+)
+from pvt_tools.training.loop import (
+    UsageError,
+    check_warmup,
+    default_warmup_steps,
+    end_line,
+    plan_training_steps,
+    run_summary,
 )
 
 # run_image_classification.py's training transform: random resized crop and horizontal flip only.
 FINE_TUNING_AUGMENTATION = AugmentationArguments(
-    rand_augment_num_ops=0, random_erasing_probability=0.0, mixup=0.0, cutmix=0.0, label_smoothing=0.0
+    random_resized_crop_scale=[0.08, 1.0],
+    rand_augment_num_ops=0,
+    random_erasing_probability=0.0,
+    mixup=0.0,
+    cutmix=0.0,
+    label_smoothing=0.0,
 )
 
 
@@ -57,14 +81,82 @@ def top_k_accuracy(num_labels: int):
     return compute_metrics
 
 
+def adapt_defaults(
+    training_args: TrainingArguments,
+    given_flags: frozenset[str],
+    *,
+    num_train_images: int,
+    fine_tuning: bool,
+    num_parameters: int,
+    details: str,
+) -> str:
+    """Set the learning rate and warm-up the user left at Trainer's defaults to ours; return the start summary."""
+    total_batch_size = (
+        training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+    )
+    batches = math.ceil(num_train_images / (training_args.per_device_train_batch_size * training_args.world_size))
+    max_steps = training_args.max_steps if training_args.max_steps > 0 else None
+    plan = plan_training_steps(
+        batches, training_args.gradient_accumulation_steps, math.ceil(training_args.num_train_epochs), max_steps
+    )
+    learning_rate_source = "--learning_rate"
+    if "--learning_rate" not in given_flags:
+        training_args.learning_rate, learning_rate_source = default_learning_rate(total_batch_size, fine_tuning)
+    warmup_source = "--warmup_steps"
+    if "--warmup_steps" not in given_flags:
+        training_args.warmup_steps = default_warmup_steps(plan)
+        warmup_source = "default: min(5 epochs, 10% of the steps)"
+    warmup = training_args.warmup_steps
+    warmup_steps = math.ceil(warmup * plan.max_train_steps) if 0 < warmup < 1 else int(warmup)
+    check_warmup(warmup_steps, plan.max_train_steps, warmup_source)
+    schedule = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
+    return run_summary(
+        num_parameters=num_parameters,
+        num_images=num_train_images,
+        details=details,
+        plan=plan,
+        steps_source="--max_steps"
+        if max_steps
+        else f"{training_args.num_train_epochs:g} x {plan.num_update_steps_per_epoch} steps",
+        num_warmup_steps=warmup_steps,
+        warmup_source=warmup_source,
+        learning_rate=training_args.learning_rate,
+        learning_rate_source=learning_rate_source,
+        schedule=schedule,
+        schedule_source="--lr_scheduler_type" if "--lr_scheduler_type" in given_flags else "Trainer's default",
+    )
+
+
 def finetune(
-    data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    given_flags: frozenset[str] = frozenset({"--learning_rate", "--warmup_steps"}),
 ) -> tuple[Trainer, dict[str, float]]:
-    """Train with Trainer, evaluate, save and export; returns the trainer and the evaluation metrics."""
+    """Train with Trainer, evaluate, export into --output_dir; returns the trainer and the evaluation metrics.
+    `given_flags`: the Trainer flags given on the command line; the learning rate and warm-up follow our
+    defaults unless named there (by default both count as given, so a TrainingArguments object is used as it is)."""
     set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
     dataset, skipped = load_image_classification_dataset(data_args)
+    if training_args.process_index == 0:
+        skipped_message = report_skipped_images(skipped, output_dir)
+        if skipped_message:
+            print(skipped_message)
     names = class_names(dataset["train"], data_args.label_column_name)
     model, image_processor = build_model(model_args, names)
+    summary = adapt_defaults(
+        training_args,
+        given_flags,
+        num_train_images=len(dataset["train"]),
+        fine_tuning=model_args.model_name_or_path is not None,
+        num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        details=f"{len(names)} classes, {len(dataset['validation']):,} for validation, with Trainer",
+    )
+    if training_args.process_index == 0:
+        print(summary)
 
     columns = (data_args.image_column_name, data_args.label_column_name)
     image_size = processor_image_size(image_processor)
@@ -83,23 +175,26 @@ def finetune(
         processing_class=image_processor,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
     metrics = trainer.evaluate()
     metrics["eval_samples"] = len(dataset["validation"])
-    metrics["unreadable_images_skipped"] = sum(skipped.values())
+    metrics["unreadable_images_skipped"] = sum(len(described) for described in skipped.values())
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
+        # Trainer's save_model would write the weights a second time; the export is the model (Trainer semantics:
+        # an earlier model in --output_dir is replaced, everything else there is left as it is).
         export_model(
-            trainer.model,
-            Path(training_args.output_dir) / "export",
+            trainer.accelerator.unwrap_model(trainer.model),
+            output_dir,
             image_processor=image_processor,
             dataset=dataset_label(data_args),
             metrics={name: value for name, value in metrics.items() if name.endswith("accuracy")},
             overwrite=True,
+            beside_other_files=True,
         )
+        print(end_line(output_dir, output_dir / "all_results.json"))
     return trainer, metrics
