@@ -176,7 +176,6 @@ def test_detection_resolution_input_runs_forward(detector):
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    sys.path.insert(0, sys.argv[1])
     import torch
     import transformers
     import modeling_pvt  # registers "pvt_v1"; nothing else of this project is imported
@@ -223,7 +222,12 @@ def test_save_and_load_in_a_fresh_process_rebuilds_the_same_models(tmp_path):
     result = subprocess.run(
         [sys.executable, str(script), str(REPO_ROOT), str(tmp_path), str(tmp_path / "pixels.safetensors"),
          json.dumps(DETECTORS)],
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(REPO_ROOT),  # this checkout's modeling_pvt, first
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf_home"),
+        },
         capture_output=True,
         text=True,
         timeout=300,

@@ -2,6 +2,7 @@
 built-in Pvt, plain PyTorch maths and the paper's numbers."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -794,16 +795,17 @@ def test_pip_install_provides_both_modules(tmp_path):
     assert (target / "pvt_tools" / "training" / "metrics" / "top_k_accuracy" / "top_k_accuracy.py").is_file()
     check = textwrap.dedent(
         f"""
-        import sys
-        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-        sys.path.insert(0, {str(target)!r})
         import modeling_pvt
         from transformers import AutoConfig
         assert modeling_pvt.__file__.startswith({str(target)!r}), modeling_pvt.__file__
         print(type(AutoConfig.for_model("pvt_v1")).__module__)
         """
     )
-    result = subprocess.run([sys.executable, "-I", "-c", check], capture_output=True, text=True, timeout=300)
+    # PYTHONPATH comes before the editable install's finder, so the installed copy is what gets imported.
+    environment = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "configuration_pvt"
 

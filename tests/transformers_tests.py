@@ -11,7 +11,7 @@ copy of them.
 The sdist lacks three small modules the mixins import (exporters/, generation/, utils/ under its tests/); our own
 stand-ins live in tests/transformers_stand_ins/. Both folders are loaded as one private package through importlib
 (its __path__ lists the cache, then the stand-ins), so the mixins' relative imports resolve without any change to
-sys.path.
+the interpreter's module search path.
 """
 
 import hashlib
@@ -249,7 +249,7 @@ def verify_cache(folder: Path) -> None:
 
 def common_tests_package(folder: Path) -> ModuleType:
     """Registers `folder` (then the stand-ins) as the private package PACKAGE_NAME, so that the mixins' relative
-    imports (`from .generation.test_utils import ...`) resolve, without touching sys.path."""
+    imports (`from .generation.test_utils import ...`) resolve, without touching the module search path."""
     package = sys.modules.get(PACKAGE_NAME)
     if package is not None:
         if Path(package.__file__).parent != folder:

@@ -193,9 +193,7 @@ Trained with pvt_tools' `pvt-train-detection`. The backbone's code (`configurati
 this folder: import it once, then load the detector with Transformers' own classes.
 
 ```python
-import sys
-sys.path.insert(0, "path/to/this/folder")
-import modeling_pvt  # registers the "pvt_v1" backbone with Transformers
+import modeling_pvt  # registers the "pvt_v1" backbone: from `pip install` of pvt-transformers, or this folder's copy
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
 model = AutoModelForObjectDetection.from_pretrained("path/to/this/folder")
