@@ -149,8 +149,14 @@ class PvtModelTest(ModelTesterMixin, unittest.TestCase):
             self.assertIsNone(model.get_output_embeddings())
 
     def test_num_layers_is_small(self):
-        """The common check allows 2 layers; PVT has 4 stages of at least one layer, and the tester uses one each."""
-        self.assertEqual(self.model_tester.depths, [1, 1, 1, 1])
+        """The common check allows 2 layers; PVT has 4 stages of at least one layer: the models built from the
+        tester's config must have that minimum, one layer per stage, and nothing more."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            layers_per_stage = [len(stage.layers) for stage in model.base_model.stages]
+            self.assertEqual(layers_per_stage, [1] * config.num_encoder_blocks)
+            self.assertEqual(config.num_hidden_layers, config.num_encoder_blocks)
 
 
 class PvtBackboneTest(BackboneTesterMixin, unittest.TestCase):
