@@ -128,12 +128,12 @@ def test_freeze_backbone_stages_keeps_those_stages_and_trains_the_rest():
 def run_arguments(output_dir, architecture="mask2former", **overrides) -> list[str]:
     settings = {
         "output_dir": str(output_dir), "architecture": architecture, "num_train_images": 4,
-        "num_validation_images": 4, "canvas_size": 64, "image_size": 64, "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 4, "max_train_steps": 6, "learning_rate": 2e-3, "lr_scheduler_type": "constant",
+        "num_validation_images": 2, "canvas_size": 64, "image_size": 64, "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 2, "max_train_steps": 4, "learning_rate": 2e-3, "lr_scheduler_type": "constant",
         "pvt_config_overrides": json.dumps(TINY_PVT), "detector_config_overrides": json.dumps(TINY_HEADS[architecture]),
         **overrides,
     }
-    return [f"--{name}={value}" for name, value in settings.items()]
+    return [f"--{name}" if value is True else f"--{name}={value}" for name, value in settings.items()]
 
 
 def check_run_folder(run, results: dict, architecture: str, task: str = "semantic") -> list[float]:
@@ -166,22 +166,22 @@ def test_training_learns_saves_and_resumes_exactly(tmp_path, architecture, task)
     # One batch of the same four canvases every step: the loss must fall.
     run = tmp_path / "run"
     results = train_segmentation_command.main(
-        run_arguments(run, architecture, task=task, checkpointing_steps=3)
+        run_arguments(run, architecture, task=task, checkpointing_steps=2)
     )
-    assert results["completed_steps"] == 6 and results["architecture"] == architecture and results["task"] == task
+    assert results["completed_steps"] == 4 and results["architecture"] == architecture and results["task"] == task
     losses = check_run_folder(run, results, architecture, task)
-    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert len(losses) == 4 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < losses[0], losses
 
-    # Killed after step 3: resuming from step_3 gives the same steps 4-6 and the same weights.
+    # Killed after step 2: resuming from step_2 gives the same steps 3-4 and the same weights.
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    (resumed / "step_3").symlink_to(run / "step_3", target_is_directory=True)
+    (resumed / "step_2").symlink_to(run / "step_2", target_is_directory=True)
     again = train_segmentation_command.main(
-        run_arguments(resumed, architecture, task=task, checkpointing_steps=3, resume_from_checkpoint="latest")
+        run_arguments(resumed, architecture, task=task, checkpointing_steps=2, resume_from_checkpoint="latest")
     )
     resumed_history = json.loads((resumed / "training_history.json").read_text())
-    assert [step["step"] for step in resumed_history["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert [step["step"] for step in resumed_history["steps"]] == [1, 2, 3, 4]
     np.testing.assert_allclose([step["loss"] for step in resumed_history["steps"]], losses, rtol=1e-5)
     straight, continued = load_file(run / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert straight.keys() == continued.keys()

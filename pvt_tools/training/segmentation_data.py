@@ -125,7 +125,7 @@ def instance_annotation(annotation: Image.Image) -> tuple[np.ndarray, dict[int, 
     """An instance annotation as the image processor takes it: the instance-id map (green channel) and, for each
     instance id, its red-channel class id (class + 1; 0 = no object)."""
     pixels = np.asarray(annotation.convert("RGB"))
-    semantic, instances = pixels[..., 0], pixels[..., 1]
+    semantic, instances = pixels[..., 0], pixels[..., 1].copy()  # a writable copy: the processor wraps it in a tensor
     pairs = np.unique(np.stack([instances.ravel(), semantic.ravel()], axis=1), axis=0)
     instance_to_class = {int(instance): int(label) for instance, label in pairs}
     if len(instance_to_class) != len(pairs):
