@@ -289,7 +289,8 @@ def palette(num_classes: int) -> np.ndarray:
 
 def save_prediction_picture(model, dataloader, image_processor, id2label: dict[int, str], path: Path,
                             count: int = 4) -> Path:
-    """A PNG of `count` validation images, their ground truth and the prediction, side by side (rows)."""
+    """A PNG of `count` validation images, their ground truth and the prediction, side by side (rows); the titles
+    name the classes in each label map."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,11 +307,13 @@ def save_prediction_picture(model, dataloader, image_processor, id2label: dict[i
     figure, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     for row in range(count):
         image = (batch["pixel_values"][row].cpu().numpy() * std + mean).transpose(1, 2, 0).clip(0, 1)
-        for axis, picture, title in zip(
-            axes[row], (image, colours[labels[row]], colours[predictions[row]]), ("image", "ground truth", "prediction")
-        ):
+        titles = ["image"] + [
+            f"{kind}: {', '.join(id2label[index] for index in np.unique(label_map) if index in id2label)}"
+            for kind, label_map in (("truth", labels[row]), ("predicted", predictions[row]))
+        ]
+        for axis, picture, title in zip(axes[row], (image, colours[labels[row]], colours[predictions[row]]), titles):
             axis.imshow(picture, interpolation="nearest")
-            axis.set_title(title)
+            axis.set_title(title, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
     partial = path.with_name(f".{path.name}.incomplete.png")
