@@ -456,11 +456,12 @@ def convert_official_checkpoint(
 # norm and head; pos_embed4 may keep the class token's slot in front. What is converted: the backbone alone, as a
 # PvtBackbone with the position embeddings of the grid it was trained on.
 
-import shutil  # noqa: E402  (this section's own imports: the file's head belongs to the classifier conversion)
-import tempfile  # noqa: E402
+# This section's own imports: the file's head belongs to the classifier conversion.
+import shutil
+import tempfile
 
-from modeling_pvt import PvtBackbone  # noqa: E402
-from pvt_tools.hub import replace_directory  # noqa: E402
+from modeling_pvt import PvtBackbone
+from pvt_tools.hub import replace_directory
 
 DENSE_BACKBONE_PREFIX = "backbone."
 CLASSIFICATION_ONLY_OFFICIAL_KEY = re.compile(r"^(cls_token|norm\.(weight|bias)|head\.(weight|bias))$")
@@ -612,12 +613,14 @@ def official_dense_backbone_forward(
         for layer in range(config.depths[index]):
             prefix = f"block{stage}.{layer}"
 
-            def linear(inputs, name):
-                return functional.linear(inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias"))
+            def linear(inputs, name, prefix=prefix):
+                return functional.linear(
+                    inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
+                )
 
-            def norm(inputs, name, eps):
+            def norm(inputs, name, eps, prefix=prefix, width=hidden_size):
                 return functional.layer_norm(
-                    inputs, (hidden_size,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
+                    inputs, (width,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
                 )
 
             normed = norm(tokens, "norm1", config.layer_norm_eps)
@@ -634,7 +637,8 @@ def official_dense_backbone_forward(
             scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
             attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
             tokens = tokens + linear(attended, "attn.proj")
-            tokens = tokens + linear(functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1")), "mlp.fc2")
+            hidden = functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1"))
+            tokens = tokens + linear(hidden, "mlp.fc2")
         feature_map = tokens.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
         outputs.append(feature_map)
     return outputs

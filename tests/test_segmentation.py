@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, jaccard_score, recall_score
-from tests.conftest import tiny_config
 from transformers import (
     AutoImageProcessor,
     AutoModelForSemanticSegmentation,
@@ -22,13 +21,27 @@ from transformers import (
 )
 
 from modeling_pvt import PvtBackbone
-from pvt_tools.backbones import DEFAULT_OUT_FEATURES, detector_config_with_pvt, find_pvt_backbone
+from pvt_tools.backbones import (
+    DEFAULT_OUT_FEATURES,
+    detector_config_with_pvt,
+    find_pvt_backbone,
+)
 from pvt_tools.commands import convert as convert_command
 from pvt_tools.commands import train_segmentation as train_segmentation_command
 from pvt_tools.official import OfficialCheckpointError, convert_any_official_checkpoint
-from pvt_tools.training.detection_data import INK_THRESHOLD, make_digits_detection_dataset
-from pvt_tools.training.segmentation import freeze_backbone_stages, scores_from_confusion
-from pvt_tools.training.segmentation_data import IGNORE_INDEX, make_digits_segmentation_dataset
+from pvt_tools.training.detection_data import (
+    INK_THRESHOLD,
+    make_digits_detection_dataset,
+)
+from pvt_tools.training.segmentation import (
+    freeze_backbone_stages,
+    scores_from_confusion,
+)
+from pvt_tools.training.segmentation_data import (
+    IGNORE_INDEX,
+    make_digits_segmentation_dataset,
+)
+from tests.conftest import tiny_config
 
 TINY_PVT = {"hidden_sizes": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
             "mlp_ratios": [2, 2, 2, 2]}

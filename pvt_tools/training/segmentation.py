@@ -34,7 +34,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
-from transformers import Mask2FormerImageProcessor, SegformerImageProcessor, get_scheduler
+from transformers import (
+    Mask2FormerImageProcessor,
+    SegformerImageProcessor,
+    get_scheduler,
+)
 
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from pvt_tools.backbones import (
@@ -45,7 +49,12 @@ from pvt_tools.backbones import (
     pvt_detector_from_checkpoint,
 )
 from pvt_tools.training.detection import optimizer_parameter_groups
-from pvt_tools.training.loop import create_accelerator, plan_training_steps, run_training, write_json
+from pvt_tools.training.loop import (
+    create_accelerator,
+    plan_training_steps,
+    run_training,
+    write_json,
+)
 from pvt_tools.training.segmentation_data import (
     IGNORE_INDEX,
     TASKS,
@@ -85,7 +94,8 @@ def load_segmentation_dataset(args: argparse.Namespace) -> datasets.DatasetDict:
             f"{args.dataset_name} lacks the column(s) {sorted(missing)}: a segmentation data set needs 'image' and "
             f"'annotation' (or 'label'), as Transformers' segmentation examples."
         )
-    return datasets.DatasetDict({name: split.select_columns(["image", "annotation"]) for name, split in dataset.items()})
+    columns = ["image", "annotation"]
+    return datasets.DatasetDict({name: split.select_columns(columns) for name, split in dataset.items()})
 
 
 def read_id2label(path: str) -> dict[int, str]:
@@ -108,11 +118,9 @@ def class_names(args: argparse.Namespace, dataset: datasets.DatasetDict) -> dict
     elif args.dataset_name is None:
         id2label = digits_id2label(args.task)
     else:
-        largest = max(
-            int(np.max(np.where(labels == IGNORE_INDEX, -1, labels)))
-            for labels in map(lambda annotation: semantic_label_map(annotation, args.task, args.reduce_labels),
-                              dataset["train"]["annotation"])
-        )
+        annotations = dataset["train"]["annotation"]
+        label_maps = (semantic_label_map(annotation, args.task, args.reduce_labels) for annotation in annotations)
+        largest = max(int(np.max(np.where(labels == IGNORE_INDEX, -1, labels))) for labels in label_maps)
         if largest < 0:
             raise ValueError("The training annotations hold no labelled pixel: check the data or --reduce_labels.")
         id2label = {index: str(index) for index in range(largest + 1)}
@@ -268,7 +276,8 @@ class SegmentationEvaluator:
             metric.update(predictions.cpu(), labels.cpu())
         self.last_scores = scores_from_confusion(metric.compute())
         per_class = {self.id2label[index]: value for index, value in enumerate(self.last_scores["per_category_iou"])}
-        self.accelerator.print("per-class IoU: " + ", ".join(f"{name} {value:.3f}" for name, value in per_class.items()))
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in per_class.items())
+        self.accelerator.print(f"per-class IoU: {shown}")
         return {name: round(self.last_scores[name], 4) for name in REPORTED_METRICS}
 
     def per_category(self, name: str) -> dict[str, float | None]:
@@ -343,7 +352,9 @@ def save_final_model(accelerator, model, image_processor, output_dir: Path) -> N
 
 def check_arguments(args: argparse.Namespace) -> None:
     if args.architecture == "upernet" and args.task != "semantic":
-        raise ValueError("UperNet predicts semantic label maps only: use --architecture mask2former for --task instance.")
+        raise ValueError(
+            "UperNet predicts semantic label maps only: use --architecture mask2former for --task instance."
+        )
     if args.task not in TASKS:
         raise ValueError(f"--task must be one of {TASKS}, got {args.task!r}.")
 
@@ -447,7 +458,11 @@ def train_segmenter(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         write_json(output_dir / "all_results.json", results)
         save_prediction_picture(
-            accelerator.unwrap_model(model), eval_dataloader, image_processor, id2label, output_dir / PREDICTIONS_PICTURE
+            accelerator.unwrap_model(model),
+            eval_dataloader,
+            image_processor,
+            id2label,
+            output_dir / PREDICTIONS_PICTURE,
         )
     save_final_model(accelerator, model, image_processor, output_dir)
     accelerator.end_training()

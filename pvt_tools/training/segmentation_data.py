@@ -17,7 +17,11 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from pvt_tools.training.detection_data import DIGIT_NAMES, INK_THRESHOLD, make_digits_detection_dataset
+from pvt_tools.training.detection_data import (
+    DIGIT_NAMES,
+    INK_THRESHOLD,
+    make_digits_detection_dataset,
+)
 
 BACKGROUND = "background"
 IGNORE_INDEX = 255  # the label of pixels that count for no class (Transformers' segmentation examples)
