@@ -194,6 +194,8 @@ def test_training_learns_saves_and_resumes_exactly(tmp_path, architecture, task)
     assert results["completed_steps"] == 4 and results["architecture"] == architecture and results["task"] == task
     losses = check_run_folder(run, results, architecture, task)
     assert len(losses) == 4 and all(np.isfinite(losses))
+    if task == "instance":  # COCO mask mAP of the predicted instances (torchmetrics, pycocotools)
+        assert 0.0 <= results["eval_mask_map"] <= results["eval_mask_map_50"] <= 1.0
     assert np.mean(losses[-2:]) < losses[0], losses
 
     # Killed after step 2: resuming from step_2 gives the same steps 3-4 and the same weights.

@@ -14,7 +14,8 @@ checkpoints and exact resumption are loop.py's, shared with the classification a
     pvt-train-segmentation --task instance ...                                   # Mask2Former, instance masks
 
 Writes to --output_dir: step_N / epoch_N checkpoints, training_history.json, training_curves.png, all_results.json
-(eval_mean_iou, eval_mean_accuracy, eval_overall_accuracy, eval_per_category_iou, ...), validation_predictions.png
+(eval_mean_iou, eval_mean_accuracy, eval_overall_accuracy, eval_per_category_iou; for --task instance also
+eval_mask_map and eval_mask_map_50, COCO mask mAP), validation_predictions.png
 (a few validation images, their ground truth and the model's prediction) and, last, the model and its image
 processor (config.json, model.safetensors, preprocessor_config.json), ready for `from_pretrained` once
 `modeling_pvt` is imported.
@@ -248,37 +249,75 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict:
     }
 
 
-def predict_label_maps(model, batch: dict, image_processor) -> torch.Tensor:
-    """(B, H, W) class ids at the labels' size, through the image processor's post-processing."""
+def segmenter_outputs(model, batch: dict):
+    """The model's raw outputs for a batch (no gradients)."""
     inputs = {"pixel_values": batch["pixel_values"]}
     if "pixel_mask" in batch:
         inputs["pixel_mask"] = batch["pixel_mask"]
     with torch.no_grad():
-        outputs = model(**inputs)
+        return model(**inputs)
+
+
+def predict_label_maps(model, batch: dict, image_processor, outputs=None) -> torch.Tensor:
+    """(B, H, W) class ids at the labels' size, through the image processor's post-processing."""
+    outputs = segmenter_outputs(model, batch) if outputs is None else outputs
     sizes = [tuple(labels.shape) for labels in batch["labels"]]
     return torch.stack(image_processor.post_process_semantic_segmentation(outputs, target_sizes=sizes))
 
 
-class SegmentationEvaluator:
-    """Each evaluation: the scalar metrics for the loop's history, the per-class ones kept in `last_scores`."""
+def instance_pairs(outputs, batch: dict, image_processor) -> list[tuple[dict, dict]]:
+    """(prediction, ground truth) per image for torchmetrics' mask mAP: every query with a non-empty mask, scored
+    (threshold 0: AP ranks them), against the processor's ground-truth masks of the same (processed) size."""
+    sizes = [tuple(masks.shape[-2:]) for masks in batch["mask_labels"]]
+    results = image_processor.post_process_instance_segmentation(
+        outputs, threshold=0.0, target_sizes=sizes, return_binary_maps=True
+    )
+    pairs = []
+    for result, size, masks, classes in zip(results, sizes, batch["mask_labels"], batch["class_labels"]):
+        segments = result["segments_info"]
+        predicted = result["segmentation"].bool() if segments else torch.zeros((0, *size), dtype=torch.bool)
+        prediction = {
+            "masks": predicted.cpu(),
+            "scores": torch.tensor([segment["score"] for segment in segments], dtype=torch.float32),
+            "labels": torch.tensor([segment["label_id"] for segment in segments], dtype=torch.long),
+        }
+        pairs.append((prediction, {"masks": masks.bool().cpu(), "labels": classes.long().cpu()}))
+    return pairs
 
-    def __init__(self, dataloader, image_processor, accelerator, id2label: dict[int, str]):
+
+class SegmentationEvaluator:
+    """Each evaluation: the scalar metrics for the loop's history (mean IoU, mean and overall accuracy; for
+    instance segmentation also torchmetrics' COCO mask mAP), the per-class ones kept in `last_scores`."""
+
+    def __init__(self, dataloader, image_processor, accelerator, id2label: dict[int, str], task: str = "semantic"):
         self.dataloader, self.image_processor, self.accelerator = dataloader, image_processor, accelerator
-        self.id2label = id2label
+        self.id2label, self.task = id2label, task
         self.last_scores: dict = {}
 
     def __call__(self, model) -> dict[str, float]:
+        from torchmetrics.detection import MeanAveragePrecision
+
         model.eval()
         metric = MulticlassConfusionMatrix(num_classes=len(self.id2label), ignore_index=IGNORE_INDEX)
+        mask_map = MeanAveragePrecision(iou_type="segm") if self.task == "instance" else None
         for batch in self.dataloader:
-            predictions = predict_label_maps(model, batch, self.image_processor)
+            outputs = segmenter_outputs(model, batch)
+            predictions = predict_label_maps(model, batch, self.image_processor, outputs)
             predictions, labels = self.accelerator.gather_for_metrics((predictions, batch["labels"]))
             metric.update(predictions.cpu(), labels.cpu())
+            if mask_map is not None:
+                pairs = instance_pairs(outputs, batch, self.image_processor)
+                pairs = self.accelerator.gather_for_metrics(pairs, use_gather_object=True)
+                mask_map.update([prediction for prediction, _ in pairs], [target for _, target in pairs])
         self.last_scores = scores_from_confusion(metric.compute())
         per_class = {self.id2label[index]: value for index, value in enumerate(self.last_scores["per_category_iou"])}
         shown = ", ".join(f"{name} {value:.3f}" for name, value in per_class.items())
         self.accelerator.print(f"per-class IoU: {shown}")
-        return {name: round(self.last_scores[name], 4) for name in REPORTED_METRICS}
+        metrics = {name: round(self.last_scores[name], 4) for name in REPORTED_METRICS}
+        if mask_map is not None:
+            results = mask_map.compute()
+            metrics.update({f"mask_{name}": round(float(results[name]), 4) for name in ("map", "map_50")})
+        return metrics
 
     def per_category(self, name: str) -> dict[str, float | None]:
         return {
@@ -415,7 +454,7 @@ def train_segmenter(args: argparse.Namespace) -> dict:
     if args.with_tracking:
         accelerator.init_trackers("pvt_segmentation", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
 
-    evaluator = SegmentationEvaluator(eval_dataloader, image_processor, accelerator, id2label)
+    evaluator = SegmentationEvaluator(eval_dataloader, image_processor, accelerator, id2label, args.task)
     start = time.perf_counter()
     history = run_training(
         accelerator,
