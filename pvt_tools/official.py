@@ -514,3 +514,323 @@ def convert_official_checkpoint(
     model.load_state_dict(convert_official_state_dict(state_dict, config.num_encoder_blocks), strict=True, assign=True)
     verify_conversion(model, state_dict)
     return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite)
+
+
+# --- the authors' dense-prediction checkpoints (mmdetection / mmsegmentation) --------------------------------------
+#
+# whai362/PVT detection/ and segmentation/ train RetinaNet, Mask R-CNN and Semantic FPN with the backbone of
+# detection/pvt.py and save mmcv checkpoints: {"state_dict": {"backbone.<official key>": ..., "neck...": ...,
+# "bbox_head...": ...}, "meta": {...}}. The backbone keys are the classifier's official keys without cls_token,
+# norm and head; pos_embed4 may keep the class token's slot in front. What is converted: the backbone alone, as a
+# PvtBackbone with the position embeddings of the grid it was trained on.
+
+# This section's own imports: the file's head belongs to the classifier conversion.
+import shutil
+import tempfile
+
+from modeling_pvt import PvtBackbone
+from pvt_tools.hub import replace_directory
+
+DENSE_BACKBONE_PREFIX = "backbone."
+CLASSIFICATION_ONLY_OFFICIAL_KEY = re.compile(r"^(cls_token|norm\.(weight|bias)|head\.(weight|bias))$")
+DENSE_EXPORT_FILES = ("config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py")
+DENSE_VERIFICATION_RELATIVE_TOLERANCE = 1e-4  # of the largest reference activation, per feature map
+
+
+def read_checkpoint_weights_only(path: str | Path) -> object:
+    """Everything in a .pth file, read with `torch.load(weights_only=True)` only; a file holding other Python
+    objects (for mmcv checkpoints, typically in "meta") is refused with the way around it, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    check_not_truncated(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        name = refused_global(error)
+        if name is None or names_a_missing_object(name):
+            raise unreadable_checkpoint_error(path, error) from error
+        raise OfficialCheckpointError(
+            f"{path} is refused: besides tensors it holds a Python object ({name}; in mmdetection / mmsegmentation "
+            "checkpoints usually inside 'meta'), and unpickling it could run arbitrary code. Only if you trust the "
+            "file, re-save its weights alone with a trusted script and convert that file: checkpoint = "
+            'torch.load(path, weights_only=False), then torch.save({"state_dict": checkpoint["state_dict"]}, '
+            '"weights_only.pth") for an mmdetection / mmsegmentation checkpoint, or '
+            'torch.save(checkpoint["model"], "weights_only.pth") for a classifier.'
+        ) from error
+    except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
+        raise unreadable_checkpoint_error(path, error) from error
+
+
+def is_dense_prediction_checkpoint(loaded: object) -> bool:
+    """Whether a loaded checkpoint has the mmdetection / mmsegmentation layout with a backbone: a "state_dict"
+    whose keys include "backbone.*"."""
+    state_dict = loaded.get("state_dict") if isinstance(loaded, dict) else None
+    return isinstance(state_dict, dict) and any(str(key).startswith(DENSE_BACKBONE_PREFIX) for key in state_dict)
+
+
+def split_dense_prediction_state_dict(
+    loaded: dict, path: Path
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The backbone's tensors under their official names, and the names of every other tensor (the neck and the
+    heads, and any class token / final norm / classifier left in the backbone), which are skipped."""
+    state_dict = unwrap_state_dict({"state_dict": loaded["state_dict"]}, path)
+    backbone, skipped = {}, []
+    for key, tensor in state_dict.items():
+        official_key = key[len(DENSE_BACKBONE_PREFIX) :] if key.startswith(DENSE_BACKBONE_PREFIX) else None
+        if official_key is None or CLASSIFICATION_ONLY_OFFICIAL_KEY.match(official_key):
+            skipped.append(key)
+        else:
+            backbone[official_key] = tensor
+    return backbone, skipped
+
+
+def infer_dense_backbone_config(
+    backbone: dict[str, torch.Tensor],
+    *,
+    num_attention_heads: list[int] | tuple[int, ...] | None = None,
+    variant: str | None = None,
+    allow_custom_heads: bool = False,
+) -> PvtConfig:
+    """PvtConfig of an official dense-prediction backbone (all four stages as outputs), from its weights as
+    `infer_config_from_official` reads a classifier's: the classifier-only tensors are given placeholder shapes so
+    that the same reading (and the same error messages) apply; the native image size is that of the trained grid."""
+    if "pos_embed4" not in backbone or "patch_embed4.proj.weight" not in backbone:
+        raise OfficialCheckpointError(
+            "Not an official PVT v1 dense-prediction backbone: backbone.pos_embed4 / backbone.patch_embed4.proj.weight "
+            f"missing; backbone keys found: {sorted(backbone)[:20]}."
+        )
+    final_width = backbone["patch_embed4.proj.weight"].shape[0]
+    placeholders = {"head.weight": torch.empty(1, final_width, device="meta")}
+    config = infer_config_from_official(
+        {**backbone, **placeholders},
+        num_attention_heads=num_attention_heads,
+        variant=variant,
+        allow_custom_heads=allow_custom_heads,
+    )
+    architecture = {name: getattr(config, name) for name in PvtConfig.__annotations__ if not name.startswith("_")}
+    architecture.pop("num_labels", None)
+    return PvtConfig(**architecture, out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def check_dense_backbone_state_dict(backbone: dict[str, torch.Tensor], config: PvtConfig) -> dict[str, torch.Tensor]:
+    """Every missing, extra and mis-shaped backbone key at once (OfficialCheckpointError); returns the weights with
+    pos_embed4 given its class-token slot (zeros, never read by the backbone) when it was saved without one."""
+    expected = {
+        key: shape
+        for key, shape in official_key_shapes(config).items()
+        if not CLASSIFICATION_ONLY_OFFICIAL_KEY.match(key)
+    }
+    with_slot = expected["pos_embed4"]
+    backbone = dict(backbone)
+    position_embeddings = backbone.get("pos_embed4")
+    if position_embeddings is not None and tuple(position_embeddings.shape) == (1, with_slot[1] - 1, with_slot[2]):
+        backbone["pos_embed4"] = torch.cat((position_embeddings.new_zeros(1, 1, with_slot[2]), position_embeddings), 1)
+    missing = [f"backbone.{key}" for key in expected if key not in backbone]
+    extra = [f"backbone.{key}" for key in backbone if key not in expected]
+    misshaped = [
+        f"backbone.{key}: {tuple(backbone[key].shape)}, expected {shape}"
+        for key, shape in expected.items()
+        if key in backbone and tuple(backbone[key].shape) != shape
+    ]
+    problems = [
+        f"{len(names)} {kind}: {names}"
+        for kind, names in (("missing keys", missing), ("extra keys", extra), ("keys with the wrong shape", misshaped))
+        if names
+    ]
+    if problems:
+        raise OfficialCheckpointError(
+            "Not an official PVT v1 dense-prediction backbone for the architecture its weights describe (hidden "
+            f"sizes {config.hidden_sizes}, depths {config.depths}):\n  " + "\n  ".join(problems)
+        )
+    return backbone
+
+
+def official_dense_backbone_forward(
+    backbone: dict[str, torch.Tensor], config: PvtConfig, pixel_values: torch.Tensor
+) -> list[torch.Tensor]:
+    """The four NCHW stage outputs of the authors' dense-prediction backbone (detection/pvt.py), computed straight
+    from its official keys with torch.nn.functional (eval mode): non-overlapping patch embeddings (grids floored),
+    position embeddings resized bilinearly from the trained grid (the class slot of pos_embed4 dropped), no class
+    token, no final norm."""
+    weights = backbone
+    feature_map = pixel_values
+    batch_size = pixel_values.shape[0]
+    outputs = []
+    for stage in range(1, config.num_encoder_blocks + 1):
+        index = stage - 1
+        hidden_size, heads = config.hidden_sizes[index], config.num_attention_heads[index]
+        head_dim = hidden_size // heads
+        reduction = config.sequence_reduction_ratios[index]
+        feature_map = functional.conv2d(
+            feature_map,
+            weights[f"patch_embed{stage}.proj.weight"],
+            weights[f"patch_embed{stage}.proj.bias"],
+            stride=config.strides[index],
+        )
+        height, width = feature_map.shape[-2:]
+        tokens = functional.layer_norm(
+            feature_map.flatten(2).transpose(1, 2),
+            (hidden_size,),
+            weights[f"patch_embed{stage}.norm.weight"],
+            weights[f"patch_embed{stage}.norm.bias"],
+            config.patch_embedding_layer_norm_eps,
+        )
+        table = weights[f"pos_embed{stage}"]
+        grid_side = math.isqrt(table.shape[1])
+        table = table[:, table.shape[1] - grid_side * grid_side :]  # drops a class slot in front, if any
+        if (height, width) != (grid_side, grid_side):
+            grid = table.reshape(1, grid_side, grid_side, hidden_size).permute(0, 3, 1, 2)
+            grid = functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+            table = grid.flatten(2).transpose(1, 2)
+        tokens = tokens + table
+        for layer in range(config.depths[index]):
+            prefix = f"block{stage}.{layer}"
+
+            def linear(inputs, name, prefix=prefix):
+                return functional.linear(
+                    inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
+                )
+
+            def norm(inputs, name, eps, prefix=prefix, width=hidden_size):
+                return functional.layer_norm(
+                    inputs, (width,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
+                )
+
+            normed = norm(tokens, "norm1", config.layer_norm_eps)
+            num_tokens = normed.shape[1]
+            query = linear(normed, "attn.q").reshape(batch_size, num_tokens, heads, head_dim).permute(0, 2, 1, 3)
+            source = normed
+            if reduction > 1:
+                grid = normed.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+                grid = functional.conv2d(
+                    grid, weights[f"{prefix}.attn.sr.weight"], weights[f"{prefix}.attn.sr.bias"], stride=reduction
+                )
+                source = norm(grid.flatten(2).transpose(1, 2), "attn.norm", config.sequence_reduction_layer_norm_eps)
+            key_value = linear(source, "attn.kv").reshape(batch_size, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+            scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
+            attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
+            tokens = tokens + linear(attended, "attn.proj")
+            hidden = functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1"))
+            tokens = tokens + linear(hidden, "mlp.fc2")
+        feature_map = tokens.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+        outputs.append(feature_map)
+    return outputs
+
+
+def verify_dense_backbone(backbone_model, backbone: dict[str, torch.Tensor]) -> list[float]:
+    """Largest absolute difference of each of the four maps between the converted PvtBackbone and the official
+    maths, on a seeded sample of a size that is not a multiple of 32 (so the position embeddings are resized);
+    raises ConversionMismatchError above DENSE_VERIFICATION_RELATIVE_TOLERANCE of the reference's scale."""
+    config = backbone_model.config
+    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    height, width = size + 1, size + size // 3 + 13
+    sample = torch.randn(1, config.num_channels, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = official_dense_backbone_forward(backbone, config, sample)
+        feature_maps = backbone_model.eval()(sample).feature_maps
+    differences, failed = [], []
+    for stage, (ours, reference) in enumerate(zip(feature_maps, expected, strict=True), start=1):
+        difference = (ours - reference).abs().max().item()
+        differences.append(difference)
+        if ours.shape != reference.shape or difference > DENSE_VERIFICATION_RELATIVE_TOLERANCE * reference.abs().max():
+            failed.append(f"stage {stage}: {difference:.2e} (shape {tuple(ours.shape)} vs {tuple(reference.shape)})")
+    print(
+        f"verification: max |feature map difference| vs the official backbone's maths on a {tuple(sample.shape)} "
+        f"sample = {', '.join(f'{value:.2e}' for value in differences)}: {'FAILED' if failed else 'OK'}"
+    )
+    if failed:
+        raise ConversionMismatchError(
+            f"The converted backbone differs from the official one ({'; '.join(failed)}); nothing was written. "
+            "Check --num_attention_heads."
+        )
+    return differences
+
+
+def describe_skipped(keys: list[str], shown: int = 12) -> str:
+    """The tensors left out, grouped by their top-level module (neck, bbox_head, decode_head, ...)."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".")[0], []).append(key)
+    lines = [
+        f"  {group}: {len(names)} tensor(s): {', '.join(names[:shown])}{' ...' if len(names) > shown else ''}"
+        for group, names in groups.items()
+    ]
+    return f"skipped {len(keys)} tensor(s) that are not the backbone's:\n" + "\n".join(lines)
+
+
+def write_backbone_export(backbone_model, output_dir: Path, overwrite: bool) -> Path:
+    """config.json, model.safetensors and both code files, written to a staging folder then moved into place."""
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists():
+        entries = sorted(child.name for child in output_dir.iterdir()) if output_dir.is_dir() else None
+        if entries is None or set(entries) - set(DENSE_EXPORT_FILES) or (entries and not overwrite):
+            raise OfficialCheckpointError(
+                f"{output_dir} is not empty ({(entries or ['a file'])[:10]}); nothing was written. Choose a new or "
+                "empty directory, or pass --overwrite to replace an earlier backbone export."
+            )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        backbone_model.save_pretrained(staging)
+        written = sorted(path.name for path in staging.iterdir())
+        if written != sorted(DENSE_EXPORT_FILES):
+            raise RuntimeError(f"The backbone export holds {written}, expected {sorted(DENSE_EXPORT_FILES)}.")
+        staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        replace_directory(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def convert_dense_prediction_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    *,
+    variant: str | None = None,
+    num_attention_heads: list[int] | None = None,
+    allow_custom_heads: bool = False,
+    overwrite: bool = False,
+    loaded: object | None = None,
+) -> Path:
+    """An mmdetection / mmsegmentation checkpoint with the authors' PVT backbone -> a PvtBackbone export (the
+    backbone's tensors only); verified against the official backbone's maths before anything is written."""
+    path = Path(checkpoint)
+    loaded = read_checkpoint_weights_only(path) if loaded is None else loaded
+    if not is_dense_prediction_checkpoint(loaded):
+        raise OfficialCheckpointError(
+            f"{path} is not an mmdetection / mmsegmentation checkpoint with a backbone: expected "
+            '{"state_dict": {"backbone.patch_embed1.proj.weight": ..., ...}, "meta": ...}.'
+        )
+    backbone, skipped = split_dense_prediction_state_dict(loaded, path)
+    config = infer_dense_backbone_config(
+        backbone, num_attention_heads=num_attention_heads, variant=variant, allow_custom_heads=allow_custom_heads
+    )
+    backbone = check_dense_backbone_state_dict(backbone, config)
+    print(
+        f"{path}: the backbone of a dense-prediction model, {variant or matching_variant(config) or 'a custom PVT v1'} "
+        f"with hidden sizes {config.hidden_sizes}, depths {config.depths}, heads {config.num_attention_heads}, "
+        f"position embeddings for {config.image_size}px inputs"
+    )
+    print(describe_skipped(skipped))
+    converted = convert_official_state_dict(backbone, config.num_encoder_blocks)
+    converted = {key.removeprefix("pvt."): tensor for key, tensor in converted.items()}
+    with torch.device("meta"):  # no random initialisation: every parameter comes from the checkpoint
+        backbone_model = PvtBackbone(config).eval()
+    backbone_model.load_state_dict(converted, strict=True, assign=True)
+    verify_dense_backbone(backbone_model, backbone)
+    return write_backbone_export(backbone_model, Path(output_dir), overwrite)
+
+
+def convert_any_official_checkpoint(checkpoint: str | Path, output_dir: str | Path, **options) -> Path:
+    """The convert command's entry: an mmdetection / mmsegmentation checkpoint (recognised by its
+    "state_dict" of "backbone.*" keys) becomes a PvtBackbone export, anything else goes to
+    `convert_official_checkpoint` (the classifier)."""
+    loaded = read_checkpoint_weights_only(checkpoint)
+    if is_dense_prediction_checkpoint(loaded):
+        options.pop("repo_id", None)  # no model card for a bare backbone
+        return convert_dense_prediction_checkpoint(checkpoint, output_dir, loaded=loaded, **options)
+    return convert_official_checkpoint(checkpoint, output_dir, **options)

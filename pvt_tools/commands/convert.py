@@ -10,6 +10,11 @@ paper's four models). Other head counts are refused without --allow_custom_heads
 runs and passes the check below, which uses the same counts. The file is read with torch.load(weights_only=True)
 only. Before anything is written the converted model is checked against the official network's maths on a sample
 input; a failure at any step leaves --output_dir untouched.
+
+An mmdetection / mmsegmentation checkpoint of the authors' dense-prediction models (RetinaNet, Mask R-CNN, Semantic
+FPN: {"state_dict": {"backbone.*": ...}, "meta": ...}) is recognised by its layout and becomes a PvtBackbone export
+(config.json, model.safetensors, the two code files): the backbone's tensors only, checked against the official
+backbone's four feature maps; the neck's and heads' tensors are listed as skipped.
 """
 
 import argparse
@@ -17,7 +22,7 @@ import sys
 from pathlib import Path
 
 from pvt_tools.hub import ExportError, check_repo_id, push_export
-from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_official_checkpoint
+from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_any_official_checkpoint
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.push_to_hub:
             check_repo_id(args.repo_id)  # fail before converting, not after
-        folder = convert_official_checkpoint(
+        folder = convert_any_official_checkpoint(
             args.checkpoint,
             args.output_dir,
             variant=args.variant,
