@@ -510,7 +510,8 @@ def train_image_classifier(
         "train_steps": final["step"],
         "train_loss": sum(step_losses) / len(step_losses) if step_losses else None,
         "unreadable_images_skipped": sum(len(described) for described in skipped.values()),
-        "train_runtime": round(time.perf_counter() - started, 2),
+        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
+        "total_runtime": round(time.perf_counter() - started, 2),
     }
     final_model = exportable_model(accelerator, model)
     if accelerator.is_main_process:
@@ -527,7 +528,10 @@ def train_image_classifier(
         )
         write_json(output_dir / "all_results.json", results)
         shown = ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items() if isinstance(value, float))
-        accelerator.print(f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s.")
+        accelerator.print(
+            f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s "
+            f"({results['train_samples_per_second']:.1f} img/s)."
+        )
         accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
         if run_args.push_to_hub:
             push_export(export_dir, run_args.hub_model_id, commit_message="End of training")
