@@ -52,11 +52,13 @@ from pvt_tools.training.checkpoints import (
     check_finite_loss,
     list_checkpoints,
     load_checkpoint,
+    read_process_state,
     resolve_checkpoint,
     resume_batches,
     save_checkpoint,
 )
 from pvt_tools.training.curves import TrainingHistory, plot_training_curves
+from pvt_tools.training.data import DataError
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -268,7 +270,7 @@ def write_json(path: Path, data: dict) -> None:
 def set_epoch(train_dataloader, epoch: int) -> None:
     """The sampler's shuffle and the dataset's per-example augmentation seeds follow the epoch."""
     train_dataloader.set_epoch(epoch)
-    if hasattr(train_dataloader.dataset, "set_epoch"):
+    if hasattr(train_dataloader, "dataset") and hasattr(train_dataloader.dataset, "set_epoch"):
         train_dataloader.dataset.set_epoch(epoch)
 
 
@@ -354,8 +356,14 @@ def run_training(
     elif resume_from_checkpoint == "latest":
         accelerator.print(f"No checkpoint in {output_dir} yet: starting from the beginning.")
 
+    # A stream (streaming.StreamingBatches) has no length to skip batches by: its position is saved and restored.
+    is_stream = hasattr(train_dataloader, "state_dict")
+
     def save(name: str) -> None:
-        save_checkpoint(accelerator, output_dir, name, progress, run_settings, {"history": history.to_dict()})
+        stream_state = {"stream": train_dataloader.state_dict()} if is_stream else None
+        save_checkpoint(
+            accelerator, output_dir, name, progress, run_settings, {"history": history.to_dict()}, stream_state
+        )
 
     progress_bar = tqdm(
         total=plan.max_train_steps, initial=progress.completed_steps, disable=not accelerator.is_local_main_process
@@ -368,7 +376,12 @@ def run_training(
                 break
             model.train()
             set_epoch(train_dataloader, epoch)
-            if epoch == start_epoch:
+            if epoch == start_epoch and is_stream:
+                if checkpoint is not None and not progress.epoch_finished:
+                    stream_state = read_process_state(checkpoint, accelerator.process_index)["stream"]
+                    train_dataloader.load_state_dict(stream_state)
+                batches = train_dataloader
+            elif epoch == start_epoch:
                 batches = resume_batches(accelerator, train_dataloader, progress)
             else:
                 batches = train_dataloader
@@ -417,6 +430,15 @@ def run_training(
                     save(f"step_{progress.completed_steps}")
                 if progress.completed_steps >= plan.max_train_steps:
                     break
+            if window_losses:  # a stream ended inside an accumulation window: drop its unfinished gradients
+                optimizer.zero_grad()
+                accelerator.step = 0
+            if progress.completed_steps == 0:
+                raise DataError(
+                    f"The training data ended after {progress.batches_seen} batch(es) per process, before the first "
+                    f"optimizer step ({accelerator.gradient_accumulation_steps} batch(es) of "
+                    "--per_device_train_batch_size per process make one): give more data or smaller batches."
+                )
 
             metrics = evaluate(model)
             history.log_evaluation(progress.completed_steps, epoch, **metrics)
