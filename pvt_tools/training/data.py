@@ -189,14 +189,34 @@ class AugmentationArguments:
         default=None, metadata={"help": "CutMix alpha, 0: off (" + BY_RUN_LENGTH.format(deit="1.0", short="0") + ")."}
     )
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the cross-entropy loss."})
+    no_augmentation: bool = field(
+        default=False,
+        metadata={
+            "help": "No random augmentation at all: training images are only resized and normalised (e.g. to check "
+            "that several processes or accumulation steps give the same result as one large batch)."
+        },
+    )
 
     def for_run(self, num_train_epochs: int) -> "AugmentationArguments":
         """A copy with every unset augmentation filled in for a run of `num_train_epochs` epochs."""
+        if self.no_augmentation:
+            random_ones = [name for name in DEIT_AUGMENTATION if getattr(self, name) not in (None, 0, 0.0)]
+            if random_ones:
+                raise ValueError(
+                    f"--no_augmentation turns every augmentation off, but {', '.join('--' + n for n in random_ones)} "
+                    "asks for one: give one or the other."
+                )
+            off = {**SHORT_RUN_AUGMENTATION, "random_resized_crop_scale": [1.0, 1.0]}
+            return replace(self, horizontal_flip_probability=0.0, **off)
         defaults = DEIT_AUGMENTATION if num_train_epochs >= DEIT_AUGMENTATION_MIN_EPOCHS else SHORT_RUN_AUGMENTATION
         return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
 
     def describe(self) -> str:
         """The resolved augmentations in a few words, for the start of a run."""
+        if self.no_augmentation:
+            return "none (--no_augmentation: resize and normalise only)" + (
+                f", label smoothing {self.label_smoothing:g}" if self.label_smoothing else ""
+            )
         parts = [
             f"random resized crops (scale {self.random_resized_crop_scale[0]:g}-{self.random_resized_crop_scale[1]:g})"
         ]
@@ -491,6 +511,15 @@ def build_train_transform(
     unset = [name for name in SHORT_RUN_AUGMENTATION if getattr(augmentation, name) is None]
     if unset:
         raise ValueError(f"Augmentations {unset} are unset: call AugmentationArguments.for_run(epochs) first.")
+    if augmentation.no_augmentation:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
     steps: list[v2.Transform] = [
         v2.ToImage(),
         v2.RandomResizedCrop(

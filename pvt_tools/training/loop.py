@@ -357,7 +357,7 @@ def run_training(
         accelerator.print(f"No checkpoint in {output_dir} yet: starting from the beginning.")
 
     # A stream (streaming.StreamingBatches) has no length to skip batches by: its position is saved and restored.
-    is_stream = hasattr(train_dataloader, "state_dict")
+    is_stream = getattr(train_dataloader, "is_stream", False)
 
     def save(name: str) -> None:
         stream_state = {"stream": train_dataloader.state_dict()} if is_stream else None

@@ -213,6 +213,8 @@ class StreamingBatches:
     """The training batches of a stream, on the accelerator's device, for `loop.run_training`: every process ends
     a pass when the first one runs out of data; `state_dict` / `load_state_dict` give the stream position."""
 
+    is_stream = True  # loop.run_training saves and restores the position instead of skipping batches
+
     def __init__(self, accelerator: Accelerator, dataset: StreamingImageDataset, batch_size: int, collate_fn):
         self.accelerator = accelerator
         self.dataset = dataset
