@@ -209,3 +209,42 @@ def test_two_processes_one_process_and_accumulation_give_the_same_training(tmp_p
             + ["--per_device_train_batch_size", "16", "--output_dir", str(two_dir)]
             + ["--resume_from_checkpoint", str(two_dir / "epoch_0")]
         )
+
+
+def launch_two_processes(arguments: list[str]) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    return subprocess.run(
+        launch + [str(REPO_ROOT / "scripts" / "train.py"), *arguments],
+        env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def test_two_processes_stream_their_own_shards_and_resume(tmp_path):
+    train_glob, validation_glob = write_parquet_shards(tmp_path / "shards")  # 2 training shards of 20 images
+    arguments = SHORT_RUN + ["--streaming", "--shuffle_buffer_size", "0", "--max_train_steps", "4"]
+    arguments += ["--train_file", train_glob, "--validation_file", validation_glob, "--checkpointing_steps", "2"]
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    completed = launch_two_processes(arguments + ["--output_dir", str(reference_dir)])
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    reference = read_results(reference_dir)
+    # One shard per process: 20 images, 2 full batches of 8 and one of 4 per pass; 4 steps = 3 + 1.
+    assert reference["train_steps"] == 4 and reference["train_samples"] == 2 * (8 + 8 + 4 + 8)
+    assert reference["eval_samples"] == 20  # every validation image once, half on each process
+    positions = [
+        json.loads((reference_dir / "step_2" / f"process_state_{rank}.json").read_text())["stream"] for rank in (0, 1)
+    ]
+    assert positions[0] == positions[1]  # each at example 16 of its own shard (the shard itself is the split)
+
+    copy_checkpoint(reference_dir, "step_2", resumed_dir)
+    completed = launch_two_processes(
+        arguments + ["--output_dir", str(resumed_dir), "--resume_from_checkpoint", "latest"]
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    np.testing.assert_allclose(losses(resumed_dir), losses(reference_dir), atol=1e-6)
+    assert_same_weights(reference_dir, resumed_dir)
