@@ -248,3 +248,26 @@ def test_two_processes_stream_their_own_shards_and_resume(tmp_path):
     assert completed.returncode == 0, completed.stderr[-4000:]
     np.testing.assert_allclose(losses(resumed_dir), losses(reference_dir), atol=1e-6)
     assert_same_weights(reference_dir, resumed_dir)
+
+
+def test_fsdp_on_cpu_processes_is_refused_instead_of_silently_unsharded(tmp_path):
+    # Accelerate 1.15 sets DistributedType.FSDP only for GPU-like devices; on CPU (ACCELERATE_USE_CPU, gloo) it would
+    # train with DDP while the user asked for FSDP2.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2"]
+    launch += ["--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap", "PvtLayer"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    arguments = TINY_MODEL + ["--max_train_samples", "16", "--max_train_steps", "1", "--output_dir", str(tmp_path)]
+    completed = subprocess.run(
+        launch + [str(REPO_ROOT / "scripts" / "train.py"), *arguments],
+        env={**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "1"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode != 0
+    assert "FSDP was asked for (accelerate launch --use_fsdp), but Accelerate runs these processes as MULTI_CPU" in (
+        completed.stderr
+    ), completed.stderr[-3000:]
+    assert not (tmp_path / "all_results.json").exists()

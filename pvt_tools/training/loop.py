@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -81,8 +81,22 @@ def create_accelerator(
         log_with=report_to if with_tracking else None,
         project_dir=str(output_dir) if output_dir is not None else None,
     )
+    check_sharding_took_effect(accelerator)
     set_seed(seed, device_specific=True)
     return accelerator
+
+
+def check_sharding_took_effect(accelerator: Accelerator) -> None:
+    """`accelerate launch --use_fsdp` on CPU processes (ACCELERATE_USE_CPU / --cpu) trains unsharded without a word:
+    Accelerate (1.15) switches FSDP on only for GPU-like devices. Say so instead of pretending to shard."""
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP:
+        raise UsageError(
+            f"FSDP was asked for (accelerate launch --use_fsdp), but Accelerate runs these processes as "
+            f"{accelerator.distributed_type.value} on {accelerator.device.type}: it enables FSDP only on GPUs and "
+            "other accelerators (several processes), not on CPU processes. Leave --use_fsdp out on CPUs (the processes then train "
+            "with DistributedDataParallel), or launch on GPUs."
+        )
 
 
 def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
