@@ -93,9 +93,9 @@ def check_sharding_took_effect(accelerator: Accelerator) -> None:
     if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP:
         raise UsageError(
             f"FSDP was asked for (accelerate launch --use_fsdp), but Accelerate runs these processes as "
-            f"{accelerator.distributed_type.value} on {accelerator.device.type}: it enables FSDP only on GPUs and "
-            "other accelerators (several processes), not on CPU processes. Leave --use_fsdp out on CPUs (the processes then train "
-            "with DistributedDataParallel), or launch on GPUs."
+            f"{accelerator.distributed_type.value} on {accelerator.device.type}: it enables FSDP only for several GPU "
+            "(or other accelerator) processes, not on CPU processes. Leave --use_fsdp out on CPUs (the processes then "
+            "train with DistributedDataParallel), or launch on GPUs."
         )
 
 
