@@ -5,6 +5,8 @@
     pvt-train --train_dir photos/train --validation_dir photos/val --variant pvt-small
     pvt-train --dataset_name cifar10 --image_column_name img --model_name_or_path my/pvt \\
         --ignore_mismatched_sizes --image_size 224 --checkpointing_steps epoch
+    pvt-train --streaming --train_file 'shards/train-*.parquet' --validation_file 'shards/val-*.parquet' \
+        --max_train_steps 10000 --shuffle_buffer_size 1000      # a stream: nothing is loaded whole
     accelerate launch --num_processes 8 scripts/train.py ...  # GPUs, machines, mixed precision, FSDP
 
 The flags are those of Transformers' run_image_classification_no_trainer.py plus the DeiT recipe's

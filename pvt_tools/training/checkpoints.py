@@ -37,6 +37,7 @@ from accelerate import Accelerator
 from pvt_tools.hub import replace_directory
 
 TRAINING_STATE_NAME = "training_state.json"
+PROCESS_STATE_NAME = "process_state_{}.json"
 CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")
 
 
@@ -116,9 +117,11 @@ def save_checkpoint(
     progress: TrainingProgress,
     run_settings: dict,
     extra_state: dict | None = None,
+    process_state: dict | None = None,
 ) -> Path:
     """Write the full training state as output_dir/name, atomically (see the module docstring). Every process
-    must call it."""
+    must call it; `process_state` (e.g. a data stream's position, different on every process) is written by each
+    process as process_state_<rank>.json."""
     output_dir = Path(output_dir)
     final = output_dir / name
     staging = output_dir / f".{name}.incomplete"
@@ -129,6 +132,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         state = {"progress": asdict(progress), "run_settings": run_settings, "extra_state": extra_state or {}}
         (staging / TRAINING_STATE_NAME).write_text(json.dumps(state, indent=2))
+    if process_state is not None:
+        (staging / PROCESS_STATE_NAME.format(accelerator.process_index)).write_text(json.dumps(process_state))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         replace_directory(staging, final)
@@ -153,6 +158,17 @@ def load_checkpoint(
         )
     accelerator.load_state(str(path))
     return TrainingProgress(**state["progress"]), state["extra_state"]
+
+
+def read_process_state(path: str | os.PathLike, process_index: int) -> dict:
+    """What process `process_index` saved in the checkpoint at `path` (save_checkpoint's `process_state`)."""
+    state_file = Path(path) / PROCESS_STATE_NAME.format(process_index)
+    if not state_file.is_file():
+        raise CheckpointError(
+            f"{path} holds no {state_file.name}: it was not written by a --streaming run, so the stream position "
+            "cannot be restored. Resume it without --streaming, or start a new run in another --output_dir."
+        )
+    return json.loads(state_file.read_text())
 
 
 def resume_batches(accelerator: Accelerator, train_dataloader, progress: TrainingProgress):
@@ -191,6 +207,7 @@ __all__ = [
     "find_latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "read_process_state",
     "resolve_checkpoint",
     "resume_batches",
     "save_checkpoint",

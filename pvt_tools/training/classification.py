@@ -70,6 +70,7 @@ from pvt_tools.training.data import (
     report_skipped_images,
 )
 from pvt_tools.training.loop import (
+    TrainingPlan,
     UsageError,
     check_positive,
     check_warmup,
@@ -83,6 +84,15 @@ from pvt_tools.training.loop import (
     run_training,
     weight_decay_parameter_groups,
     write_json,
+)
+from pvt_tools.training.streaming import (
+    StreamingBatches,
+    StreamingImageDataset,
+    evaluation_stream,
+    load_streaming_splits,
+    stream_class_names,
+    streaming_classification_evaluator,
+    training_stream,
 )
 
 TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_accuracy"
@@ -362,6 +372,26 @@ def check_push_settings(run_args: RunArguments) -> None:
         raise PushError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub.")
 
 
+def check_streaming_flags(
+    data_args: DataArguments, optimization_args: OptimizationArguments, run_args: RunArguments
+) -> None:
+    """--streaming: what a stream without a length needs, checked before any data is read."""
+    if not data_args.streaming:
+        return
+    if run_args.max_train_steps is None:
+        raise UsageError(
+            "--streaming needs --max_train_steps: a stream has no length, so the number of optimizer steps cannot "
+            "come from --num_train_epochs."
+        )
+    if optimization_args.num_warmup_epochs is not None:
+        raise UsageError("--num_warmup_epochs needs a known epoch length; with --streaming give --num_warmup_steps.")
+    if run_args.dataloader_num_workers != 0:
+        raise UsageError(
+            f"--streaming reads the stream in the main process (so that checkpoints hold its exact position); "
+            f"--dataloader_num_workers must be 0, got {run_args.dataloader_num_workers}."
+        )
+
+
 def train_image_classifier(
     data_args: DataArguments,
     model_args: ModelArguments,
@@ -373,6 +403,7 @@ def train_image_classifier(
     started = time.perf_counter()
     check_push_settings(run_args)
     checkpointing_steps = parse_checkpointing_steps(run_args.checkpointing_steps)
+    check_streaming_flags(data_args, optimization_args, run_args)
     if optimization_args.num_warmup_steps is not None and run_args.max_train_steps is not None:
         check_warmup(optimization_args.num_warmup_steps, run_args.max_train_steps)  # before any data is loaded
     accelerator = create_accelerator(
@@ -384,28 +415,63 @@ def train_image_classifier(
     )
     output_dir = prepare_output_dir(accelerator, run_args)
 
-    with accelerator.main_process_first():
-        dataset, skipped = load_image_classification_dataset(data_args)
-    if accelerator.is_main_process:
-        skipped_message = report_skipped_images(skipped, output_dir)
-        if skipped_message:
-            accelerator.print(skipped_message)
-    names = class_names(dataset["train"], data_args.label_column_name)
+    streaming = data_args.streaming
+    skipped = {}
+    if streaming:
+        with accelerator.main_process_first():
+            splits = load_streaming_splits(data_args)
+            names = stream_class_names(splits, data_args)
+    else:
+        with accelerator.main_process_first():
+            dataset, skipped = load_image_classification_dataset(data_args)
+        if accelerator.is_main_process:
+            skipped_message = report_skipped_images(skipped, output_dir)
+            if skipped_message:
+                accelerator.print(skipped_message)
+        names = class_names(dataset["train"], data_args.label_column_name)
     model, image_processor = build_model(model_args, names)
     image_size = processor_image_size(image_processor)
 
     columns = (data_args.image_column_name, data_args.label_column_name)
-    # The training transform depends on the run's length (AugmentationArguments.for_run): set once it is planned.
-    train_dataset = ImageClassificationDataset(dataset["train"], None, *columns, seed=run_args.seed)
-    eval_dataset = ImageClassificationDataset(dataset["validation"], build_eval_transform(image_processor), *columns)
     loader_settings = {"collate_fn": collate_image_batch, "num_workers": run_args.dataloader_num_workers}
-    train_dataloader = DataLoader(
-        train_dataset,
-        shuffle=True,
-        batch_size=run_args.per_device_train_batch_size,
-        generator=torch.Generator().manual_seed(run_args.seed),  # keeps the global RNG out of the data order
-        **loader_settings,
-    )
+    # The training transform depends on the run's length (AugmentationArguments.for_run): set once it is planned.
+    if streaming:
+        stream_settings = {"num_labels": len(names), "corrupt_images": data_args.corrupt_images}
+        train_dataset = StreamingImageDataset(
+            training_stream(
+                splits["train"],
+                data_args,
+                accelerator,
+                seed=run_args.seed,
+                shuffle_buffer_size=data_args.shuffle_buffer_size,
+            ),
+            None,
+            *columns,
+            split_name="train",
+            **stream_settings,
+        )
+        eval_dataset = StreamingImageDataset(
+            evaluation_stream(splits["validation"], data_args, accelerator),
+            build_eval_transform(image_processor),
+            *columns,
+            split_name="validation",
+            **stream_settings,
+        )
+        train_dataloader = StreamingBatches(
+            accelerator, train_dataset, run_args.per_device_train_batch_size, collate_image_batch
+        )
+    else:
+        train_dataset = ImageClassificationDataset(dataset["train"], None, *columns, seed=run_args.seed)
+        eval_dataset = ImageClassificationDataset(
+            dataset["validation"], build_eval_transform(image_processor), *columns
+        )
+        train_dataloader = DataLoader(
+            train_dataset,
+            shuffle=True,
+            batch_size=run_args.per_device_train_batch_size,
+            generator=torch.Generator().manual_seed(run_args.seed),  # keeps the global RNG out of the data order
+            **loader_settings,
+        )
     eval_dataloader = DataLoader(eval_dataset, batch_size=run_args.per_device_eval_batch_size, **loader_settings)
 
     total_batch_size = (
@@ -419,19 +485,26 @@ def train_image_classifier(
     optimizer = torch.optim.AdamW(
         weight_decay_parameter_groups(model, optimization_args.weight_decay), lr=learning_rate
     )
-    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
-        model, optimizer, train_dataloader, eval_dataloader
-    )
-    plan = plan_training_steps(
-        len(train_dataloader),
-        run_args.gradient_accumulation_steps,
-        run_args.num_train_epochs,
-        run_args.max_train_steps,
-    )
+    if streaming:
+        # Each process reads its own part of the stream: the data loaders are not handed to Accelerate.
+        model, optimizer = accelerator.prepare(model, optimizer)
+        # A pass over the stream has an unknown length: as many passes as it takes to reach --max_train_steps.
+        plan = TrainingPlan(run_args.max_train_steps, run_args.max_train_steps, run_args.max_train_steps)
+    else:
+        model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+            model, optimizer, train_dataloader, eval_dataloader
+        )
+        plan = plan_training_steps(
+            len(train_dataloader),
+            run_args.gradient_accumulation_steps,
+            run_args.num_train_epochs,
+            run_args.max_train_steps,
+        )
     num_warmup_steps, warmup_source = resolve_warmup(
         plan, optimization_args.num_warmup_steps, optimization_args.num_warmup_epochs
     )
-    augmentation_args = augmentation_args.for_run(plan.num_train_epochs)
+    # With --streaming the number of epochs is unknown: the short-run augmentations unless given explicitly.
+    augmentation_args = augmentation_args.for_run(0 if streaming else plan.num_train_epochs)
     train_dataset.transform = build_train_transform(
         image_size, image_processor.image_mean, image_processor.image_std, augmentation_args
     )
@@ -457,22 +530,35 @@ def train_image_classifier(
     else:
         steps_source = f"{run_args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps"
     processes = accelerator.num_processes
-    accelerator.print(
-        run_summary(
-            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
-            num_images=len(train_dataset),
-            details=f"{len(names)} classes, {len(eval_dataset):,} for validation, total batch size "
-            f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
-            plan=plan,
-            steps_source=steps_source,
-            num_warmup_steps=num_warmup_steps,
-            warmup_source=warmup_source,
-            learning_rate=learning_rate,
-            learning_rate_source=learning_rate_source,
-            schedule=optimization_args.lr_scheduler_type,
-            schedule_source="default" if optimization_args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
+    if streaming:
+        evaluate_model = streaming_classification_evaluator(
+            accelerator, eval_dataloader, load_top_k_accuracy(accelerator), 5 if len(names) > 5 else 1
         )
-    )
+        accelerator.print(
+            f"Training {sum(parameter.numel() for parameter in model.parameters()):,} parameters on a stream "
+            f"({len(names)} classes, shuffle buffer {data_args.shuffle_buffer_size}, total batch size "
+            f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}): {plan.max_train_steps} "
+            f"optimizer steps (--max_train_steps), warm-up {num_warmup_steps} ({warmup_source}), learning rate "
+            f"{learning_rate:.3g} ({learning_rate_source}), schedule {optimization_args.lr_scheduler_type}."
+        )
+    else:
+        evaluate_model = classification_evaluator(accelerator, eval_dataloader, len(names))
+        accelerator.print(
+            run_summary(
+                num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+                num_images=len(train_dataset),
+                details=f"{len(names)} classes, {len(eval_dataset):,} for validation, total batch size "
+                f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+                plan=plan,
+                steps_source=steps_source,
+                num_warmup_steps=num_warmup_steps,
+                warmup_source=warmup_source,
+                learning_rate=learning_rate,
+                learning_rate_source=learning_rate_source,
+                schedule=optimization_args.lr_scheduler_type,
+                schedule_source="default" if optimization_args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
+            )
+        )
     accelerator.print(f"Augmentations: {augmentation_args.describe()}.")
 
     history = run_training(
@@ -486,7 +572,7 @@ def train_image_classifier(
             build_batch_mixing(augmentation_args.mixup, augmentation_args.cutmix, len(names)),
             augmentation_args.label_smoothing,
         ),
-        evaluate=classification_evaluator(accelerator, eval_dataloader, len(names)),
+        evaluate=evaluate_model,
         output_dir=output_dir,
         checkpointing_steps=checkpointing_steps,
         resume_from_checkpoint=run_args.resume_from_checkpoint,
@@ -495,7 +581,11 @@ def train_image_classifier(
             "per_device_train_batch_size": run_args.per_device_train_batch_size,
             "gradient_accumulation_steps": run_args.gradient_accumulation_steps,
             "seed": run_args.seed,
-            "train_samples": len(train_dataset),
+            **(
+                {"streaming": True, "shuffle_buffer_size": data_args.shuffle_buffer_size}
+                if streaming
+                else {"train_samples": len(train_dataset)}
+            ),
         },
     )
 
@@ -505,12 +595,17 @@ def train_image_classifier(
     results = {
         "epoch": final["epoch"],
         **eval_metrics,
-        "eval_samples": len(eval_dataset),
-        "train_samples": len(train_dataset),
+        "eval_samples": evaluate_model.num_examples if streaming else len(eval_dataset),
+        "train_samples": history.throughput.get("train_samples_this_run") if streaming else len(train_dataset),
         "train_steps": final["step"],
         "train_loss": sum(step_losses) / len(step_losses) if step_losses else None,
-        "unreadable_images_skipped": sum(len(described) for described in skipped.values()),
-        "train_runtime": round(time.perf_counter() - started, 2),
+        "unreadable_images_skipped": (
+            len(train_dataset.skipped) + len(eval_dataset.skipped)  # by the main process
+            if streaming
+            else sum(len(described) for described in skipped.values())
+        ),
+        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
+        "total_runtime": round(time.perf_counter() - started, 2),
     }
     final_model = exportable_model(accelerator, model)
     if accelerator.is_main_process:
@@ -527,7 +622,10 @@ def train_image_classifier(
         )
         write_json(output_dir / "all_results.json", results)
         shown = ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items() if isinstance(value, float))
-        accelerator.print(f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s.")
+        accelerator.print(
+            f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s "
+            f"({results['train_samples_per_second']:.1f} img/s)."
+        )
         accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
         if run_args.push_to_hub:
             push_export(export_dir, run_args.hub_model_id, commit_message="End of training")

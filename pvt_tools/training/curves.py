@@ -20,6 +20,8 @@ from pathlib import Path
 class TrainingHistory:
     steps: list[dict] = field(default_factory=list)  # {"step", "epoch", <quantity>: value, ...} per optimizer step
     evaluations: list[dict] = field(default_factory=list)  # {"step", "epoch", <metric>: value, ...} per evaluation
+    # This run's speed (run_training fills it: train_runtime, train_samples_per_second, ...); not saved with it.
+    throughput: dict = field(default_factory=dict)
 
     def log_step(self, step: int, epoch: int, **values: float) -> None:
         self.steps.append({"step": step, "epoch": epoch, **values})

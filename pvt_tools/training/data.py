@@ -58,6 +58,26 @@ class DataArguments:
         default=None, metadata={"help": "A folder of training images, one sub-folder per class."}
     )
     validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images, same layout."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data files (a glob of parquet, arrow or webdataset .tar shards), with --streaming."
+        },
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Validation data files, same format as --train_file."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the data as a stream (datasets' streaming mode: nothing is downloaded whole); needs "
+            "--max_train_steps and a validation split."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "With --streaming: examples shuffled together (0: the source's order, exact resumption)."},
+    )
     train_val_split: float = field(
         default=0.15, metadata={"help": "Fraction of train split off for validation if there is no validation split."}
     )
@@ -78,8 +98,23 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        if self.dataset_name is not None and (self.train_dir is not None or self.validation_dir is not None):
-            raise DataError("Give either --dataset_name or --train_dir/--validation_dir, not both.")
+        sources = [
+            flag
+            for flag, value in (
+                ("--dataset_name", self.dataset_name),
+                ("--train_dir", self.train_dir or self.validation_dir),
+                ("--train_file", self.train_file or self.validation_file),
+            )
+            if value is not None
+        ]
+        if len(sources) > 1:
+            raise DataError(f"Give one source of data, not {' and '.join(sources)}.")
+        if self.validation_file is not None and self.train_file is None:
+            raise DataError("--validation_file needs --train_file: there is nothing to train on.")
+        if self.train_file is not None and not self.streaming:
+            raise DataError("--train_file is read as a stream: add --streaming (and --max_train_steps).")
+        if self.shuffle_buffer_size < 0:
+            raise DataError(f"--shuffle_buffer_size must be 0 (no shuffling) or more, got {self.shuffle_buffer_size}.")
         if self.validation_dir is not None and self.train_dir is None:
             raise DataError("--validation_dir needs --train_dir: there is nothing to train on.")
         if not 0.0 <= self.train_val_split < 1.0:
@@ -154,14 +189,34 @@ class AugmentationArguments:
         default=None, metadata={"help": "CutMix alpha, 0: off (" + BY_RUN_LENGTH.format(deit="1.0", short="0") + ")."}
     )
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the cross-entropy loss."})
+    no_augmentation: bool = field(
+        default=False,
+        metadata={
+            "help": "No random augmentation at all: training images are only resized and normalised (e.g. to check "
+            "that several processes or accumulation steps give the same result as one large batch)."
+        },
+    )
 
     def for_run(self, num_train_epochs: int) -> "AugmentationArguments":
         """A copy with every unset augmentation filled in for a run of `num_train_epochs` epochs."""
+        if self.no_augmentation:
+            random_ones = [name for name in DEIT_AUGMENTATION if getattr(self, name) not in (None, 0, 0.0)]
+            if random_ones:
+                raise ValueError(
+                    f"--no_augmentation turns every augmentation off, but {', '.join('--' + n for n in random_ones)} "
+                    "asks for one: give one or the other."
+                )
+            off = {**SHORT_RUN_AUGMENTATION, "random_resized_crop_scale": [1.0, 1.0]}
+            return replace(self, horizontal_flip_probability=0.0, **off)
         defaults = DEIT_AUGMENTATION if num_train_epochs >= DEIT_AUGMENTATION_MIN_EPOCHS else SHORT_RUN_AUGMENTATION
         return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
 
     def describe(self) -> str:
         """The resolved augmentations in a few words, for the start of a run."""
+        if self.no_augmentation:
+            return "none (--no_augmentation: resize and normalise only)" + (
+                f", label smoothing {self.label_smoothing:g}" if self.label_smoothing else ""
+            )
         parts = [
             f"random resized crops (scale {self.random_resized_crop_scale[0]:g}-{self.random_resized_crop_scale[1]:g})"
         ]
@@ -249,6 +304,8 @@ def dataset_label(args: DataArguments) -> str:
     """How the data is named in a model card."""
     if args.dataset_name is not None:
         return args.dataset_name
+    if args.train_file is not None:
+        return Path(args.train_file).suffix.lstrip(".") or "files"
     return "imagefolder" if args.train_dir is not None else DIGITS_DATASET_NAME
 
 
@@ -454,6 +511,15 @@ def build_train_transform(
     unset = [name for name in SHORT_RUN_AUGMENTATION if getattr(augmentation, name) is None]
     if unset:
         raise ValueError(f"Augmentations {unset} are unset: call AugmentationArguments.for_run(epochs) first.")
+    if augmentation.no_augmentation:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
     steps: list[v2.Transform] = [
         v2.ToImage(),
         v2.RandomResizedCrop(

@@ -340,6 +340,7 @@ def train_detector(args: argparse.Namespace) -> dict:
         "completed_steps": history.last_evaluation["step"],
         "epoch": history.last_evaluation["epoch"],
         "train_runtime_seconds_this_run": round(time.perf_counter() - start, 1),
+        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
         "architecture": args.architecture,
     }
     save_final_model(accelerator, model, image_processor, output_dir, args.architecture)

@@ -34,13 +34,14 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -51,11 +52,13 @@ from pvt_tools.training.checkpoints import (
     check_finite_loss,
     list_checkpoints,
     load_checkpoint,
+    read_process_state,
     resolve_checkpoint,
     resume_batches,
     save_checkpoint,
 )
 from pvt_tools.training.curves import TrainingHistory, plot_training_curves
+from pvt_tools.training.data import DataError
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -78,8 +81,22 @@ def create_accelerator(
         log_with=report_to if with_tracking else None,
         project_dir=str(output_dir) if output_dir is not None else None,
     )
+    check_sharding_took_effect(accelerator)
     set_seed(seed, device_specific=True)
     return accelerator
+
+
+def check_sharding_took_effect(accelerator: Accelerator) -> None:
+    """`accelerate launch --use_fsdp` on CPU processes (ACCELERATE_USE_CPU / --cpu) trains unsharded without a word:
+    Accelerate (1.15) switches FSDP on only for GPU-like devices. Say so instead of pretending to shard."""
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP:
+        raise UsageError(
+            f"FSDP was asked for (accelerate launch --use_fsdp), but Accelerate runs these processes as "
+            f"{accelerator.distributed_type.value} on {accelerator.device.type}: it enables FSDP only for several GPU "
+            "(or other accelerator) processes, not on CPU processes. Leave --use_fsdp out on CPUs (the processes then "
+            "train with DistributedDataParallel), or launch on GPUs."
+        )
 
 
 def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -267,8 +284,60 @@ def write_json(path: Path, data: dict) -> None:
 def set_epoch(train_dataloader, epoch: int) -> None:
     """The sampler's shuffle and the dataset's per-example augmentation seeds follow the epoch."""
     train_dataloader.set_epoch(epoch)
-    if hasattr(train_dataloader.dataset, "set_epoch"):
+    if hasattr(train_dataloader, "dataset") and hasattr(train_dataloader.dataset, "set_epoch"):
         train_dataloader.dataset.set_epoch(epoch)
+
+
+def batch_size_of(batch) -> int:
+    """Examples in a batch: the first dimension of its first tensor (or the length of its first list)."""
+    values = batch.values() if isinstance(batch, dict) else batch
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.shape[0]
+        if isinstance(value, (list, tuple)):
+            return len(value)
+    raise TypeError(f"Cannot tell how many examples a batch of {type(batch).__name__} holds.")
+
+
+@dataclass
+class Throughput:
+    """Images trained by this run (not counting steps done before a resume) and the time they took; reported as
+    Trainer reports them (train_runtime, train_samples_per_second, train_steps_per_second)."""
+
+    num_processes: int
+    started: float = field(default_factory=time.perf_counter)
+    samples_per_process: int = 0  # examples this process trained on
+    steps: int = 0  # optimizer steps done by this run
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+    def per_process(self) -> float:
+        """Images per second on one process."""
+        return self.samples_per_process / self.elapsed
+
+    def total(self) -> float:
+        """Images per second over all processes (every process trains on batches of the same size)."""
+        return self.per_process() * self.num_processes
+
+    def seconds_left(self, remaining_steps: int) -> float:
+        return self.elapsed / self.steps * remaining_steps if self.steps else float("nan")
+
+    def describe(self, remaining_steps: int) -> str:
+        """e.g. "410 img/s (205 per process), 1:02:03 left"."""
+        left = self.seconds_left(remaining_steps)
+        shown = "?" if math.isnan(left) else time.strftime("%H:%M:%S", time.gmtime(left))
+        return f"{self.total():.1f} img/s ({self.per_process():.1f} per process), {shown} left"
+
+    def results(self) -> dict:
+        runtime = self.elapsed
+        return {
+            "train_runtime": round(runtime, 4),
+            "train_samples_per_second": round(self.samples_per_process * self.num_processes / runtime, 3),
+            "train_steps_per_second": round(self.steps / runtime, 3),
+            "train_samples_this_run": self.samples_per_process * self.num_processes,
+        }
 
 
 def run_training(
@@ -287,7 +356,9 @@ def run_training(
     max_grad_norm: float | None = None,
     run_settings: dict | None = None,
 ) -> TrainingHistory:
-    """Train to `plan.max_train_steps`, evaluating after each epoch; returns the history (see module docstring)."""
+    """Train to `plan.max_train_steps`, evaluating after each epoch; returns the history (see module docstring),
+    with this run's speed in `history.throughput` (the train_runtime / train_samples_per_second keys of
+    all_results.json: the training loop's time, evaluations included, as Trainer measures it)."""
     output_dir = Path(output_dir)
     run_settings = {"num_processes": accelerator.num_processes, **(run_settings or {})}
     progress, history = TrainingProgress(), TrainingHistory()
@@ -299,20 +370,32 @@ def run_training(
     elif resume_from_checkpoint == "latest":
         accelerator.print(f"No checkpoint in {output_dir} yet: starting from the beginning.")
 
+    # A stream (streaming.StreamingBatches) has no length to skip batches by: its position is saved and restored.
+    is_stream = getattr(train_dataloader, "is_stream", False)
+
     def save(name: str) -> None:
-        save_checkpoint(accelerator, output_dir, name, progress, run_settings, {"history": history.to_dict()})
+        stream_state = {"stream": train_dataloader.state_dict()} if is_stream else None
+        save_checkpoint(
+            accelerator, output_dir, name, progress, run_settings, {"history": history.to_dict()}, stream_state
+        )
 
     progress_bar = tqdm(
         total=plan.max_train_steps, initial=progress.completed_steps, disable=not accelerator.is_local_main_process
     )
     start_epoch, _ = progress.resume_point()
+    throughput = Throughput(accelerator.num_processes)
     try:
         for epoch in range(start_epoch, plan.num_train_epochs):
             if progress.completed_steps >= plan.max_train_steps:
                 break
             model.train()
             set_epoch(train_dataloader, epoch)
-            if epoch == start_epoch:
+            if epoch == start_epoch and is_stream:
+                if checkpoint is not None and not progress.epoch_finished:
+                    stream_state = read_process_state(checkpoint, accelerator.process_index)["stream"]
+                    train_dataloader.load_state_dict(stream_state)
+                batches = train_dataloader
+            elif epoch == start_epoch:
                 batches = resume_batches(accelerator, train_dataloader, progress)
             else:
                 batches = train_dataloader
@@ -331,34 +414,57 @@ def run_training(
                     optimizer.step()
                     optimizer.zero_grad()
                 progress.batches_seen += 1
+                throughput.samples_per_process += batch_size_of(batch)
                 if not accelerator.sync_gradients:
                     continue
                 learning_rate = lr_scheduler.get_last_lr()[0]
                 lr_scheduler.step()
                 progress.completed_steps += 1
+                throughput.steps += 1
                 train_loss = torch.stack(window_losses).mean().item()
                 window_losses = []
                 history.log_step(progress.completed_steps, epoch, loss=train_loss, learning_rate=learning_rate)
                 accelerator.log(
-                    {"train_loss": train_loss, "learning_rate": learning_rate, "epoch": epoch},
+                    {
+                        "train_loss": train_loss,
+                        "learning_rate": learning_rate,
+                        "epoch": epoch,
+                        "train_samples_per_second": throughput.total(),
+                    },
                     step=progress.completed_steps,
                 )
                 progress_bar.update(1)
-                progress_bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", lr=f"{learning_rate:.1e}")
+                progress_bar.set_postfix(
+                    epoch=epoch,
+                    loss=f"{train_loss:.4f}",
+                    lr=f"{learning_rate:.1e}",
+                    img_s=f"{throughput.total():.1f} ({throughput.per_process():.1f}/process)",
+                )
                 if isinstance(checkpointing_steps, int) and progress.completed_steps % checkpointing_steps == 0:
                     save(f"step_{progress.completed_steps}")
                 if progress.completed_steps >= plan.max_train_steps:
                     break
+            if window_losses:  # a stream ended inside an accumulation window: drop its unfinished gradients
+                optimizer.zero_grad()
+                accelerator.step = 0
+            if progress.completed_steps == 0:
+                raise DataError(
+                    f"The training data ended after {progress.batches_seen} batch(es) per process, before the first "
+                    f"optimizer step ({accelerator.gradient_accumulation_steps} batch(es) of "
+                    "--per_device_train_batch_size per process make one): give more data or smaller batches."
+                )
 
             metrics = evaluate(model)
             history.log_evaluation(progress.completed_steps, epoch, **metrics)
             accelerator.log({f"eval_{name}": value for name, value in metrics.items()}, step=progress.completed_steps)
             if accelerator.is_local_main_process:
                 shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-                progress_bar.write(f"epoch {epoch} (step {progress.completed_steps}): {shown}")
+                speed = throughput.describe(plan.max_train_steps - progress.completed_steps)
+                progress_bar.write(f"epoch {epoch} (step {progress.completed_steps}): {shown}; {speed}")
             progress.epoch_finished = True
             if checkpointing_steps == "epoch":
                 save(f"epoch_{epoch}")
+        history.throughput = throughput.results()
     except NonFiniteLossError:
         write_history(accelerator, history, output_dir)  # the curves up to the failure
         raise
@@ -381,8 +487,10 @@ def write_history(accelerator: Accelerator, history: TrainingHistory, output_dir
 
 
 __all__ = [
+    "Throughput",
     "TrainingPlan",
     "UsageError",
+    "batch_size_of",
     "check_positive",
     "check_warmup",
     "create_accelerator",
