@@ -362,11 +362,15 @@ def write_verified_onnx_files(
     model: nn.Module, task: str, onnx_dir: Path, *, opset: int = DEFAULT_OPSET, quantize: str | None = None
 ) -> list[VerificationReport]:
     """Write onnx_dir/model.onnx (and model_quantized.onnx) and verify them; the caller owns the atomic move."""
-    float_path = write_onnx(model, task, onnx_dir / MODEL_FILE, opset=opset)
-    reports = [verify_onnx(float_path, model, task)]
-    if quantize == "int8":
-        quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE)
-        reports.append(verify_onnx(quantized_path, model, task, quantized=True))
+    was_training = model.training
+    try:
+        float_path = write_onnx(model, task, onnx_dir / MODEL_FILE, opset=opset)
+        reports = [verify_onnx(float_path, model, task)]
+        if quantize == "int8":
+            quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE)
+            reports.append(verify_onnx(quantized_path, model, task, quantized=True))
+    finally:
+        model.train(was_training)
     return reports
 
 

@@ -54,6 +54,7 @@ CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py")
 EXPORT_FILES = ("README.md", "config.json", *CODE_FILES, "model.safetensors", "preprocessor_config.json")
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+ONNX_FOLDER = "onnx"  # optional: onnx/model.onnx (export_model(..., onnx=True)), the layout Transformers.js reads
 
 # DeiT's evaluation transform, which the PVT authors evaluate with: resize the shorter side to 256/224 of the crop.
 EVAL_CROP_RATIO = 224 / 256
@@ -235,7 +236,7 @@ def check_destination(output_dir: Path, overwrite: bool) -> None:
     entries = sorted(child.name for child in output_dir.iterdir())
     if not entries:
         return
-    foreign = [name for name in entries if name not in EXPORT_FILES]
+    foreign = [name for name in entries if name not in (*EXPORT_FILES, ONNX_FOLDER)]
     if foreign:
         raise ExportError(
             f"{output_dir} already holds files that are not part of an export ({foreign[:10]}); nothing was "
@@ -276,6 +277,7 @@ def export_model(
     metrics: Mapping[str, float] | None = None,
     base_model: str | None = None,
     overwrite: bool = False,
+    onnx: bool = False,
 ) -> Path:
     """Write `model` (a PvtForImageClassification) as a Hub-ready folder and return its path.
 
@@ -289,6 +291,7 @@ def export_model(
             {"eval_accuracy": 0.97}, "ORG/pvt-small"); numeric metrics go into its model-index, with the
             type named without the "eval_" prefix ("accuracy").
         overwrite: replace an existing export at `output_dir`.
+        onnx: also write onnx/model.onnx (pvt_tools.export; needs the [onnx] extra), checked in ONNX Runtime.
     """
     check_exportable(model)
     output_dir = Path(output_dir).resolve()
@@ -314,10 +317,14 @@ def export_model(
             config.id2label, config.label2id = original_labels
         image_processor.save_pretrained(staging)
         (staging / "README.md").write_text(card_text, encoding="utf-8")
+        if onnx:
+            from pvt_tools.export import write_verified_onnx_files
+
+            write_verified_onnx_files(model, "image-classification", staging / ONNX_FOLDER)
         validate_export_dir(staging)
         staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
-        for path in staging.iterdir():
-            path.chmod(0o644)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         replace_directory(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -376,8 +383,10 @@ def sha256_of(path: Path) -> str:
 def plan_upload(model_dir: str | os.PathLike) -> list[UploadFile]:
     """The files of a valid export, in upload order, with their sizes and sha256 digests."""
     model_dir = validate_export_dir(model_dir)
+    onnx_files = [f"{ONNX_FOLDER}/{path.name}" for path in sorted((model_dir / ONNX_FOLDER).glob("*.onnx"))]
     return [
-        UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name)) for name in sorted(EXPORT_FILES)
+        UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name))
+        for name in [*sorted(EXPORT_FILES), *onnx_files]
     ]
 
 
