@@ -201,15 +201,19 @@ def export_program(model: nn.Module, task: str) -> torch.export.ExportedProgram:
     """
     import torch.fx.experimental._config as fx_config
 
+    was_training = model.training
     wrapper = OnnxExportWrapper(model.eval(), task)
-    with (
-        contiguous_convolution_inputs(model),
-        fx_config.patch(backed_size_oblivious=True),
-        torch.enable_grad(),
-    ):
-        return torch.export.export(
-            wrapper, (example_input(model.config),), dynamic_shapes=dynamic_shapes_for(model.config)
-        )
+    try:
+        with (
+            contiguous_convolution_inputs(model),
+            fx_config.patch(backed_size_oblivious=True),
+            torch.enable_grad(),
+        ):
+            return torch.export.export(
+                wrapper, (example_input(model.config),), dynamic_shapes=dynamic_shapes_for(model.config)
+            )
+    finally:
+        model.train(was_training)
 
 
 def name_dynamic_axes(model_proto, names: dict[str, str]) -> None:

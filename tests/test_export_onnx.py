@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 
 from modeling_pvt import PvtBackbone, PvtForImageClassification
 from pvt_tools import export
@@ -18,7 +19,8 @@ UNSEEN_INPUTS = [(1, 32, 32), (3, 97, 161), (2, 320, 256), (5, 33, 250)]
 
 
 def small_config(**overrides):
-    return tiny_config(depths=[1, 1, 1, 1], **overrides)  # one layer a stage: the fastest export that has it all
+    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap."""
+    return tiny_config(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], **overrides)
 
 
 def random_pixels(batch_size: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -34,12 +36,34 @@ def classifier_folder(tmp_path_factory):
     return folder, model
 
 
+def export_recording_program(*args, **kwargs):
+    """export_onnx, also returning the torch.export program it translated (exports take tens of seconds: once)."""
+    programs = []
+    original = export.export_program
+
+    def recording(model, task):
+        programs.append(original(model, task))
+        return programs[-1]
+
+    export.export_program = recording
+    try:
+        folder, reports = export_onnx(*args, **kwargs)
+    finally:
+        export.export_program = original
+    return folder, reports, programs[0]
+
+
 @pytest.fixture(scope="module")
 def classifier_export(classifier_folder, tmp_path_factory):
-    """float32 + int8 export of the tiny classifier (done once: exports take tens of seconds)."""
+    """float32 + int8 export of the tiny classifier, and its torch.export program."""
     folder, _ = classifier_folder
-    output = tmp_path_factory.mktemp("classifier_onnx") / "out"
-    return export_onnx(folder, output, quantize="int8")
+    return export_recording_program(folder, tmp_path_factory.mktemp("classifier_onnx") / "out", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def backbone_export(classifier_folder, tmp_path_factory):
+    folder, _ = classifier_folder
+    return export_recording_program(folder, tmp_path_factory.mktemp("backbone_onnx") / "out", task="backbone")
 
 
 def listing(folder):
@@ -54,23 +78,38 @@ def test_eager_keeps_the_native_grid_shortcut():
         assert stage.interpolate_pos_encoding(*stage.grid_size).data_ptr() == stored.data_ptr()
 
 
-def test_torch_export_is_one_graph_for_every_size():
-    torch.manual_seed(0)
-    model = PvtForImageClassification(small_config()).eval()
-    program = export_program(model, "image-classification")
-    exported = program.module()
+def test_torch_export_is_one_graph_for_every_size(classifier_folder, classifier_export):
+    _, model = classifier_folder
+    exported = classifier_export[2].module()
     for batch_size, height, width in [(2, 64, 64), *UNSEEN_INPUTS]:
         pixel_values = random_pixels(batch_size, height, width)
         with torch.no_grad():
             expected = model(pixel_values).logits
         (actual,) = exported(pixel_values)
         torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
-    assert model.training is False
+
+
+def test_export_program_leaves_the_model_as_it_was(monkeypatch):
+    """Evaluation mode and the contiguous-input hooks hold only while tracing, also when tracing fails."""
+    model = PvtForImageClassification(small_config()).train()
+    seen = {}
+
+    def failing_export(module, args, dynamic_shapes):
+        seen["training"] = model.training
+        seen["hooks"] = sum(len(layer._forward_pre_hooks) for layer in model.modules() if isinstance(layer, nn.Conv2d))
+        raise RuntimeError("tracing failed")
+
+    monkeypatch.setattr(torch.export, "export", failing_export)
+    with pytest.raises(RuntimeError, match="tracing failed"):
+        export_program(model, "image-classification")
+    assert seen == {"training": False, "hooks": 7}  # 4 patch embeddings, 3 reductions (ratio 1 in the last stage)
+    assert all(module.training for module in model.modules())
+    assert not any(layer._forward_pre_hooks for layer in model.modules())
 
 
 def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_export):
     _, model = classifier_folder
-    folder, reports = classifier_export
+    folder, reports, _ = classifier_export
     assert listing(folder) == [
         "config.json",
         "configuration_pvt.py",
@@ -95,7 +134,7 @@ def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_expo
 
 def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_export):
     _, model = classifier_folder
-    folder, reports = classifier_export
+    folder, reports, _ = classifier_export
     float_path, quantized_path = folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx"
     op_types = {node.op_type for node in onnx.load(str(quantized_path)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types
@@ -109,20 +148,24 @@ def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_expor
     assert not np.allclose(actual, expected, atol=1e-6)  # it is a different (quantized) computation
 
 
-def test_onnx_backbone_gives_every_stage_at_unseen_sizes(classifier_folder, tmp_path):
+def test_backbone_export_gives_every_stage_at_unseen_sizes(classifier_folder, backbone_export):
+    """torch.export program and ONNX file of PvtBackbone against eager, up to detection sizes."""
     folder, _ = classifier_folder
-    output, _ = export_onnx(folder, tmp_path / "backbone", task="backbone")
+    output, _, program = backbone_export
     backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage2", "stage3", "stage4"]).eval()
     session = onnx_session(output / "onnx" / "model.onnx")
     assert [value.name for value in session.get_outputs()] == ["stage1", "stage2", "stage3", "stage4"]
-    for batch_size, height, width in [(2, 160, 96), (1, 41, 75)]:
+    exported = program.module()
+    for batch_size, height, width in [(1, 512, 640), (1, 800, 1216), (2, 41, 75)]:
         pixel_values = random_pixels(batch_size, height, width, seed=5)
         with torch.no_grad():
             expected = [feature_map.numpy() for feature_map in backbone(pixel_values).feature_maps]
-        actual = session.run(None, {"pixel_values": pixel_values.numpy()})
-        for want, got in zip(expected, actual):
-            np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
-        assert [got.shape[-1] for got in actual] == [width // 4, width // 8, width // 16, width // 32]
+        from_program = [tensor.numpy() for tensor in exported(pixel_values)]
+        from_onnx = session.run(None, {"pixel_values": pixel_values.numpy()})
+        for want, got_program, got_onnx in zip(expected, from_program, from_onnx, strict=True):
+            np.testing.assert_allclose(got_program, want, atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(got_onnx, want, atol=1e-4, rtol=1e-4)
+        assert [got.shape[-2:] for got in from_onnx] == [(height // 4 >> i, width // 4 >> i) for i in range(4)]
 
 
 def test_bad_inputs_are_refused_and_nothing_is_written(classifier_folder, tmp_path):
@@ -175,7 +218,7 @@ def copy_existing_export(source):
 
 def test_failed_verification_leaves_nothing(classifier_folder, classifier_export, tmp_path, monkeypatch):
     folder, _ = classifier_folder
-    exported, _ = classifier_export
+    exported, _, _ = classifier_export
     monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
     real_session = export.onnx_session
 
@@ -201,7 +244,7 @@ def test_hub_export_model_includes_onnx(classifier_folder, classifier_export, tm
     from pvt_tools.hub import export_model, plan_upload, validate_export_dir
 
     _, model = classifier_folder
-    exported, _ = classifier_export
+    exported, _, _ = classifier_export
     monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
     output = export_model(model, tmp_path / "export", onnx=True)
     assert (output / "onnx" / "model.onnx").is_file() and (output / "onnx").stat().st_mode & 0o777 == 0o755
