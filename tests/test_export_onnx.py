@@ -160,7 +160,7 @@ def test_backbone_export_gives_every_stage_at_unseen_sizes(classifier_folder, ba
         pixel_values = random_pixels(batch_size, height, width, seed=5)
         with torch.no_grad():
             expected = [feature_map.numpy() for feature_map in backbone(pixel_values).feature_maps]
-        from_program = [tensor.numpy() for tensor in exported(pixel_values)]
+            from_program = [tensor.numpy() for tensor in exported(pixel_values)]
         from_onnx = session.run(None, {"pixel_values": pixel_values.numpy()})
         for want, got_program, got_onnx in zip(expected, from_program, from_onnx, strict=True):
             np.testing.assert_allclose(got_program, want, atol=1e-4, rtol=1e-4)

@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -30,7 +31,9 @@ from pvt_tools.export import onnx_session, quantize_int8, write_onnx
 REFERENCE = "builtin_eager_float32"
 DEFAULT_JSON = Path("benchmarks/deployment_cpu_2cores.json")
 DEFAULT_MARKDOWN = Path("benchmarks/deployment.md")
-COMMAND = "python -m pvt_tools.benchmark.deployment --variant pvt-small --batch_sizes 1 8 --threads 2 --rounds 5"
+COMMAND = (
+    "python -m pvt_tools.benchmark.deployment --variant pvt-small --batch_sizes 1 8 --threads 2 --rounds 3 --min_seconds 1"
+)
 
 
 def builtin_config(variant: str):
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         rounds=args.rounds,
         min_seconds=args.min_seconds,
     )
+    results["command"] = " ".join(["python -m pvt_tools.benchmark.deployment", *(argv if argv is not None else sys.argv[1:])])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     args.markdown.write_text(render_markdown(results))
