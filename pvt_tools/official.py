@@ -430,8 +430,12 @@ def convert_official_checkpoint(
     num_attention_heads: list[int] | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
+    onnx: bool = False,
 ) -> Path:
-    """Read, validate, convert, verify and export an official checkpoint; returns the export folder."""
+    """Read, validate, convert, verify and export an official checkpoint; returns the export folder.
+
+    onnx: also write onnx/model.onnx, checked in ONNX Runtime (pvt_tools.export).
+    """
     state_dict = load_official_checkpoint(checkpoint)
     config = infer_config_from_official(state_dict, num_attention_heads=num_attention_heads, variant=variant)
     check_official_state_dict(state_dict, config)
@@ -445,4 +449,4 @@ def convert_official_checkpoint(
         model = PvtForImageClassification(config).eval()
     model.load_state_dict(convert_official_state_dict(state_dict, config.num_encoder_blocks), strict=True, assign=True)
     verify_conversion(model, state_dict)
-    return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite)
+    return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite, onnx=onnx)

@@ -260,3 +260,19 @@ def test_hub_export_model_includes_onnx(classifier_folder, classifier_export, tm
     with pytest.raises(OnnxExportError):
         export_model(model, tmp_path / "export2", onnx=True)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
+
+
+def test_convert_command_passes_onnx_through(tmp_path, monkeypatch, capsys):
+    from pvt_tools.commands import convert
+
+    calls = []
+
+    def fake_convert(checkpoint, output_dir, **kwargs):
+        calls.append(kwargs)
+        raise OnnxExportError("model.onnx disagrees with PyTorch")  # an OnnxExportError is reported like the others
+
+    monkeypatch.setattr(convert, "convert_official_checkpoint", fake_convert)
+    assert convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o"), "--onnx"]) == 2
+    assert calls[0]["onnx"] is True and "disagrees with PyTorch" in capsys.readouterr().err
+    convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o")])
+    assert calls[1]["onnx"] is False

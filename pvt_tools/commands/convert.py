@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_attention_heads", type=int, nargs="+", default=None,
                         help="Heads per stage (the weights cannot tell); default 1 2 5 8.")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
+    parser.add_argument("--onnx", action="store_true",
+                        help="Also write onnx/model.onnx (any batch and image size), checked in ONNX Runtime.")
     parser.add_argument("--push_to_hub", action="store_true", help="Upload the export (needs --repo_id).")
     parser.add_argument("--repo_id", default=None, help='"org/name": shown in the card, and the push target.')
     parser.add_argument("--private", action="store_true", help="With --push_to_hub: create a private repository.")
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             num_attention_heads=args.num_attention_heads,
             repo_id=args.repo_id,
             overwrite=args.overwrite,
+            onnx=args.onnx,
         )
         print(f"wrote {folder}")
         if args.push_to_hub:
