@@ -271,9 +271,16 @@ def verification_inputs(config) -> list[torch.Tensor]:
 
     native = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     minimum = minimum_input_size(config)
-    sizes = [(1, native, native), (3, minimum, minimum), (1, native + 13, native // 2 + 37), (3, native * 3 // 2 + 1, native + 5)]
+    sizes = [
+        (1, native, native),
+        (3, minimum, minimum),
+        (1, native + 13, native // 2 + 37),
+        (3, native * 3 // 2 + 1, native + 5),
+    ]
     generator = torch.Generator().manual_seed(1)
-    return [torch.randn(batch, config.num_channels, height, width, generator=generator) for batch, height, width in sizes]
+    return [
+        torch.randn(batch, config.num_channels, height, width, generator=generator) for batch, height, width in sizes
+    ]
 
 
 def onnx_session(path: Path, threads: int | None = None):
@@ -315,7 +322,9 @@ def verify_onnx(
         try:
             actual = session.run(names, {"pixel_values": pixel_values.numpy()})
         except Exception as error:  # ONNX Runtime raises its own exception types
-            raise OnnxExportError(f"{path.name} fails in ONNX Runtime at input {tuple(pixel_values.shape)}: {error}") from error
+            raise OnnxExportError(
+                f"{path.name} fails in ONNX Runtime at input {tuple(pixel_values.shape)}: {error}"
+            ) from error
         report.shapes.append(tuple(pixel_values.shape))
         for name, want, got in zip(names, expected, actual):
             if want.shape != got.shape:
@@ -437,8 +446,8 @@ def evaluate_onnx_classifier(
 
 __all__ = [
     "DEFAULT_OPSET",
-    "OnnxExportError",
     "TASKS",
+    "OnnxExportError",
     "evaluate_onnx_classifier",
     "export_onnx",
     "export_program",

@@ -179,13 +179,19 @@ def test_bad_inputs_are_refused_and_nothing_is_written(classifier_folder, tmp_pa
     (occupied / "notes.txt").write_text("keep me")
     before = listing(tmp_path)
     cases = [
-        (dict(model_name_or_path=other, output_dir=tmp_path / "a"), "'vit' model, not a PVT"),
-        (dict(model_name_or_path=tmp_path / "missing", output_dir=tmp_path / "b"), "Cannot read a model config"),
-        (dict(model_name_or_path=folder, output_dir=tmp_path / "c", task="segmentation"), "Unknown task 'segmentation'"),
-        (dict(model_name_or_path=folder, output_dir=tmp_path / "d", opset=11), "cannot write ONNX opset 11"),
-        (dict(model_name_or_path=folder, output_dir=tmp_path / "e", opset=99), "cannot write ONNX opset 99"),
-        (dict(model_name_or_path=folder, output_dir=tmp_path / "f", quantize="int4"), "Unknown quantization 'int4'"),
-        (dict(model_name_or_path=folder, output_dir=occupied), "is not an empty folder"),
+        ({"model_name_or_path": other, "output_dir": tmp_path / "a"}, "'vit' model, not a PVT"),
+        ({"model_name_or_path": tmp_path / "missing", "output_dir": tmp_path / "b"}, "Cannot read a model config"),
+        (
+            {"model_name_or_path": folder, "output_dir": tmp_path / "c", "task": "segmentation"},
+            "Unknown task 'segmentation'",
+        ),
+        ({"model_name_or_path": folder, "output_dir": tmp_path / "d", "opset": 11}, "cannot write ONNX opset 11"),
+        ({"model_name_or_path": folder, "output_dir": tmp_path / "e", "opset": 99}, "cannot write ONNX opset 99"),
+        (
+            {"model_name_or_path": folder, "output_dir": tmp_path / "f", "quantize": "int4"},
+            "Unknown quantization 'int4'",
+        ),
+        ({"model_name_or_path": folder, "output_dir": occupied}, "is not an empty folder"),
     ]
     for kwargs, message in cases:
         with pytest.raises(OnnxExportError, match=message):
@@ -196,8 +202,9 @@ def test_bad_inputs_are_refused_and_nothing_is_written(classifier_folder, tmp_pa
 
 def test_command_reports_errors_without_traceback(classifier_folder, tmp_path, monkeypatch, capsys):
     folder, _ = classifier_folder
-    monkeypatch.setattr("sys.argv", ["pvt-export-onnx", "--model", str(folder), "--output", str(tmp_path / "o"),
-                                     "--task", "depth"])
+    monkeypatch.setattr(
+        "sys.argv", ["pvt-export-onnx", "--model", str(folder), "--output", str(tmp_path / "o"), "--task", "depth"]
+    )
     with pytest.raises(SystemExit) as exit_info:
         export_command.run()
     assert exit_info.value.code == 2
