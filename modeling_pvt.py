@@ -313,13 +313,19 @@ class PvtStage(nn.Module):
         )
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings of the patch tokens for a (height, width) grid: bilinear from the stored grid."""
+        """Position embeddings of the patch tokens for a (height, width) grid: bilinear from the stored grid.
+
+        Eager skips the resampling at the stored grid. An export (torch.export, torch.onnx, tracing) always
+        resamples, because comparing a symbolic size with the stored grid would fix the graph to that one size;
+        bilinear resampling to the same grid is the identity, so the numbers are the same either way.
+        """
         patch_positions = self.position_embeddings[:, self.num_prefix_positions :]
-        if (height, width) == self.grid_size and not torch.jit.is_tracing():
+        exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()
+        if not exporting and (height, width) == self.grid_size:
             return patch_positions
         hidden_size = patch_positions.shape[-1]
         # (1, H0*W0, C) -> (1, C, H0, W0) -> (1, C, H, W) -> (1, H*W, C)
-        grid = patch_positions.reshape(1, *self.grid_size, hidden_size).permute(0, 3, 1, 2)
+        grid = patch_positions.transpose(1, 2).reshape(1, hidden_size, *self.grid_size)
         grid = nn.functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 

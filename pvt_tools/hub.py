@@ -64,6 +64,7 @@ CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py")
 EXPORT_FILES = ("README.md", "config.json", *CODE_FILES, "model.safetensors", "preprocessor_config.json")
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+ONNX_FOLDER = "onnx"  # optional: onnx/model.onnx (export_model(..., onnx=True)), the layout Transformers.js reads
 
 # DeiT's evaluation transform, which the PVT authors evaluate with: resize the shorter side to 256/224 of the crop.
 EVAL_CROP_RATIO = 224 / 256
@@ -321,7 +322,7 @@ def check_destination(output_dir: Path, overwrite: bool, beside_other_files: boo
     entries = sorted(child.name for child in output_dir.iterdir())
     if not entries:
         return
-    foreign = [name for name in entries if name not in EXPORT_FILES]
+    foreign = [name for name in entries if name not in (*EXPORT_FILES, ONNX_FOLDER)]
     if foreign and not beside_other_files:
         raise ExportError(
             f"{output_dir} already holds files that are not part of an export ({foreign[:10]}); nothing was "
@@ -341,7 +342,10 @@ def move_files_into(staging: Path, destination: Path) -> None:
     names = sorted(path.name for path in staging.iterdir())
     names.sort(key=lambda name: name.endswith(".safetensors"))
     for name in names:
-        os.replace(staging / name, destination / name)
+        if (staging / name).is_dir():  # the onnx/ folder: replaced whole
+            replace_directory(staging / name, destination / name)
+        else:
+            os.replace(staging / name, destination / name)
     staging.rmdir()
 
 
@@ -374,6 +378,7 @@ def export_model(
     base_model: str | None = None,
     overwrite: bool = False,
     beside_other_files: bool = False,
+    onnx: bool = False,
 ) -> Path:
     """Write `model` (a PvtForImageClassification) as a Hub-ready folder and return its path.
 
@@ -389,6 +394,7 @@ def export_model(
         overwrite: replace an existing export at `output_dir`.
         beside_other_files: `output_dir` is a training run's output directory: write the export's files into it,
             next to the checkpoints and results already there (which are left as they are).
+        onnx: also write onnx/model.onnx (pvt_tools.export; needs the [onnx] extra), checked in ONNX Runtime.
     """
     check_exportable(model)
     output_dir = Path(output_dir).resolve()
@@ -415,10 +421,14 @@ def export_model(
             config.id2label, config.label2id = original_labels
         image_processor.save_pretrained(staging)
         (staging / "README.md").write_text(card_text, encoding="utf-8")
+        if onnx:
+            from pvt_tools.export import write_verified_onnx_files
+
+            write_verified_onnx_files(model, "image-classification", staging / ONNX_FOLDER)
         validate_export_dir(staging)
         staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
-        for path in staging.iterdir():
-            path.chmod(0o644)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if beside_other_files:
             move_files_into(staging, output_dir)
         else:
@@ -484,8 +494,10 @@ def sha256_of(path: Path) -> str:
 def plan_upload(model_dir: str | os.PathLike) -> list[UploadFile]:
     """The files of a valid export, in upload order, with their sizes and sha256 digests."""
     model_dir = validate_export_dir(model_dir)
+    onnx_files = [f"{ONNX_FOLDER}/{path.name}" for path in sorted((model_dir / ONNX_FOLDER).glob("*.onnx"))]
     return [
-        UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name)) for name in sorted(EXPORT_FILES)
+        UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name))
+        for name in [*sorted(EXPORT_FILES), *onnx_files]
     ]
 
 

@@ -496,8 +496,12 @@ def convert_official_checkpoint(
     allow_custom_heads: bool = False,
     repo_id: str | None = None,
     overwrite: bool = False,
+    onnx: bool = False,
 ) -> Path:
-    """Read, validate, convert, verify and export an official checkpoint; returns the export folder."""
+    """Read, validate, convert, verify and export an official checkpoint; returns the export folder.
+
+    onnx: also write onnx/model.onnx, checked in ONNX Runtime (pvt_tools.export).
+    """
     state_dict = load_official_checkpoint(checkpoint)
     config = infer_config_from_official(
         state_dict, num_attention_heads=num_attention_heads, variant=variant, allow_custom_heads=allow_custom_heads
@@ -513,7 +517,7 @@ def convert_official_checkpoint(
         model = PvtForImageClassification(config).eval()
     model.load_state_dict(convert_official_state_dict(state_dict, config.num_encoder_blocks), strict=True, assign=True)
     verify_conversion(model, state_dict)
-    return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite)
+    return export_model(model, output_dir, variant=variant, repo_id=repo_id, overwrite=overwrite, onnx=onnx)
 
 
 # --- the authors' dense-prediction checkpoints (mmdetection / mmsegmentation) --------------------------------------
@@ -832,5 +836,10 @@ def convert_any_official_checkpoint(checkpoint: str | Path, output_dir: str | Pa
     loaded = read_checkpoint_weights_only(checkpoint)
     if is_dense_prediction_checkpoint(loaded):
         options.pop("repo_id", None)  # no model card for a bare backbone
+        if options.pop("onnx", False):
+            raise OfficialCheckpointError(
+                f"{checkpoint} holds a dense-prediction backbone: --onnx adds a classifier's graph to a Hub export. "
+                "Convert without --onnx, then run pvt-export-onnx --task backbone on the written folder."
+            )
         return convert_dense_prediction_checkpoint(checkpoint, output_dir, loaded=loaded, **options)
     return convert_official_checkpoint(checkpoint, output_dir, **options)

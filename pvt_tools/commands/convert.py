@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Accept --num_attention_heads that differ from the paper's for these weights' shapes "
                         "(only for checkpoints trained with other head counts: the weights cannot tell).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
+    parser.add_argument("--onnx", action="store_true",
+                        help="Also write onnx/model.onnx (any batch and image size), checked in ONNX Runtime.")
     parser.add_argument("--push_to_hub", action="store_true", help="Upload the export (needs --repo_id).")
     parser.add_argument("--repo_id", default=None, help='"org/name": shown in the card, and the push target.')
     parser.add_argument("--private", action="store_true", help="With --push_to_hub: create a private repository.")
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_custom_heads=args.allow_custom_heads,
             repo_id=args.repo_id,
             overwrite=args.overwrite,
+            onnx=args.onnx,
         )
         print(f"wrote {folder}")
         if args.push_to_hub:

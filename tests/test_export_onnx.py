@@ -1,0 +1,285 @@
+"""ONNX export: one graph for every batch and image size, equal to PyTorch eager; int8; nothing written on failure."""
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from modeling_pvt import PvtBackbone, PvtForImageClassification
+from pvt_tools import export
+from pvt_tools.commands import export_onnx as export_command
+from pvt_tools.export import OnnxExportError, export_onnx, export_program, onnx_session
+from tests.conftest import tiny_config
+
+# Sizes no export below traces with (it traces 2x3x64x64): the smallest, odd, non-square, larger.
+UNSEEN_INPUTS = [(1, 32, 32), (3, 97, 161), (2, 320, 256), (5, 33, 250)]
+
+
+def small_config(**overrides):
+    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap."""
+    return tiny_config(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], **overrides)
+
+
+def random_pixels(batch_size: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    model = PvtForImageClassification(small_config()).eval()
+    folder = tmp_path_factory.mktemp("classifier") / "model"
+    model.save_pretrained(folder)
+    return folder, model
+
+
+def export_recording_program(*args, **kwargs):
+    """export_onnx, also returning the torch.export program it translated (exports take tens of seconds: once)."""
+    programs = []
+    original = export.export_program
+
+    def recording(model, task):
+        programs.append(original(model, task))
+        return programs[-1]
+
+    export.export_program = recording
+    try:
+        folder, reports = export_onnx(*args, **kwargs)
+    finally:
+        export.export_program = original
+    return folder, reports, programs[0]
+
+
+@pytest.fixture(scope="module")
+def classifier_export(classifier_folder, tmp_path_factory):
+    """float32 + int8 export of the tiny classifier, and its torch.export program."""
+    folder, _ = classifier_folder
+    return export_recording_program(folder, tmp_path_factory.mktemp("classifier_onnx") / "out", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def backbone_export(classifier_folder, tmp_path_factory):
+    folder, _ = classifier_folder
+    return export_recording_program(folder, tmp_path_factory.mktemp("backbone_onnx") / "out", task="backbone")
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_eager_keeps_the_native_grid_shortcut():
+    """Outside an export the stored table is used as it is at the native grid (no resampling)."""
+    model = PvtForImageClassification(small_config()).eval()
+    for stage in model.pvt.stages:
+        stored = stage.position_embeddings[:, stage.num_prefix_positions :]
+        assert stage.interpolate_pos_encoding(*stage.grid_size).data_ptr() == stored.data_ptr()
+
+
+def test_torch_export_is_one_graph_for_every_size(classifier_folder, classifier_export):
+    _, model = classifier_folder
+    exported = classifier_export[2].module()
+    for batch_size, height, width in [(2, 64, 64), *UNSEEN_INPUTS]:
+        pixel_values = random_pixels(batch_size, height, width)
+        with torch.no_grad():
+            expected = model(pixel_values).logits
+        (actual,) = exported(pixel_values)
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_export_program_leaves_the_model_as_it_was(monkeypatch):
+    """Evaluation mode and the contiguous-input hooks hold only while tracing, also when tracing fails."""
+    model = PvtForImageClassification(small_config()).train()
+    seen = {}
+
+    def failing_export(module, args, dynamic_shapes):
+        seen["training"] = model.training
+        seen["hooks"] = sum(len(layer._forward_pre_hooks) for layer in model.modules() if isinstance(layer, nn.Conv2d))
+        raise RuntimeError("tracing failed")
+
+    monkeypatch.setattr(torch.export, "export", failing_export)
+    with pytest.raises(RuntimeError, match="tracing failed"):
+        export_program(model, "image-classification")
+    assert seen == {"training": False, "hooks": 7}  # 4 patch embeddings, 3 reductions (ratio 1 in the last stage)
+    assert all(module.training for module in model.modules())
+    assert not any(layer._forward_pre_hooks for layer in model.modules())
+
+
+def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_export):
+    _, model = classifier_folder
+    folder, reports, _ = classifier_export
+    assert listing(folder) == [
+        "config.json",
+        "configuration_pvt.py",
+        "onnx",
+        "onnx/model.onnx",
+        "onnx/model_quantized.onnx",
+        "preprocessor_config.json",
+    ]
+    graph = onnx.load(str(folder / "onnx" / "model.onnx")).graph
+    assert [value.name for value in graph.input] == ["pixel_values"]
+    assert [dim.dim_param for dim in graph.input[0].type.tensor_type.shape.dim] == ["batch_size", "", "height", "width"]
+    assert [value.name for value in graph.output] == ["logits"]
+    session = onnx_session(folder / "onnx" / "model.onnx")
+    for batch_size, height, width in [(4, 45, 129), (1, 200, 48), (7, 64, 64)]:
+        pixel_values = random_pixels(batch_size, height, width, seed=3)
+        with torch.no_grad():
+            expected = model(pixel_values).logits.numpy()
+        (actual,) = session.run(["logits"], {"pixel_values": pixel_values.numpy()})
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+    assert reports[0].max_relative_difference <= export.FLOAT32_TOLERANCE
+
+
+def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_export):
+    _, model = classifier_folder
+    folder, reports, _ = classifier_export
+    float_path, quantized_path = folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx"
+    op_types = {node.op_type for node in onnx.load(str(quantized_path)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types
+    assert quantized_path.stat().st_size < float_path.stat().st_size
+    assert reports[1].file == "model_quantized.onnx" and reports[1].top1_agreement >= export.INT8_MIN_TOP1_AGREEMENT
+    pixel_values = random_pixels(6, 70, 90, seed=4)
+    (actual,) = onnx_session(quantized_path).run(["logits"], {"pixel_values": pixel_values.numpy()})
+    with torch.no_grad():
+        expected = model(pixel_values).logits.numpy()
+    assert np.linalg.norm(actual - expected) / np.linalg.norm(expected) < export.INT8_MAX_RELATIVE_ERROR
+    assert not np.allclose(actual, expected, atol=1e-6)  # it is a different (quantized) computation
+
+
+def test_backbone_export_gives_every_stage_at_unseen_sizes(classifier_folder, backbone_export):
+    """torch.export program and ONNX file of PvtBackbone against eager, up to detection sizes."""
+    folder, _ = classifier_folder
+    output, _, program = backbone_export
+    backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage2", "stage3", "stage4"]).eval()
+    session = onnx_session(output / "onnx" / "model.onnx")
+    assert [value.name for value in session.get_outputs()] == ["stage1", "stage2", "stage3", "stage4"]
+    exported = program.module()
+    for batch_size, height, width in [(1, 512, 640), (1, 800, 1216), (2, 41, 75)]:
+        pixel_values = random_pixels(batch_size, height, width, seed=5)
+        with torch.no_grad():
+            expected = [feature_map.numpy() for feature_map in backbone(pixel_values).feature_maps]
+            from_program = [tensor.numpy() for tensor in exported(pixel_values)]
+        from_onnx = session.run(None, {"pixel_values": pixel_values.numpy()})
+        for want, got_program, got_onnx in zip(expected, from_program, from_onnx, strict=True):
+            np.testing.assert_allclose(got_program, want, atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(got_onnx, want, atol=1e-4, rtol=1e-4)
+        assert [got.shape[-2:] for got in from_onnx] == [(height // 4 >> i, width // 4 >> i) for i in range(4)]
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(classifier_folder, tmp_path):
+    folder, _ = classifier_folder
+    other = tmp_path / "vit"
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(other)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    before = listing(tmp_path)
+    cases = [
+        ({"model_name_or_path": other, "output_dir": tmp_path / "a"}, "'vit' model, not a PVT"),
+        ({"model_name_or_path": tmp_path / "missing", "output_dir": tmp_path / "b"}, "Cannot read a model config"),
+        (
+            {"model_name_or_path": folder, "output_dir": tmp_path / "c", "task": "segmentation"},
+            "Unknown task 'segmentation'",
+        ),
+        ({"model_name_or_path": folder, "output_dir": tmp_path / "d", "opset": 11}, "cannot write ONNX opset 11"),
+        ({"model_name_or_path": folder, "output_dir": tmp_path / "e", "opset": 99}, "cannot write ONNX opset 99"),
+        (
+            {"model_name_or_path": folder, "output_dir": tmp_path / "f", "quantize": "int4"},
+            "Unknown quantization 'int4'",
+        ),
+        ({"model_name_or_path": folder, "output_dir": occupied}, "is not an empty folder"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(OnnxExportError, match=message):
+            export_onnx(kwargs.pop("model_name_or_path"), kwargs.pop("output_dir"), **kwargs)
+        assert listing(tmp_path) == before, message
+    assert (occupied / "notes.txt").read_text() == "keep me"
+
+
+def test_command_reports_errors_without_traceback(classifier_folder, tmp_path, monkeypatch, capsys):
+    folder, _ = classifier_folder
+    monkeypatch.setattr(
+        "sys.argv", ["pvt-export-onnx", "--model", str(folder), "--output", str(tmp_path / "o"), "--task", "depth"]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        export_command.run()
+    assert exit_info.value.code == 2
+    assert "Unknown task 'depth'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def copy_existing_export(source):
+    """A stand-in for write_onnx that copies an already exported file (the failure tests need no new export)."""
+
+    def write(model, task, path, opset=export.DEFAULT_OPSET):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, path)
+        return path
+
+    return write
+
+
+def test_failed_verification_leaves_nothing(classifier_folder, classifier_export, tmp_path, monkeypatch):
+    folder, _ = classifier_folder
+    exported, _, _ = classifier_export
+    monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
+    real_session = export.onnx_session
+
+    class OffByOneSession:
+        def __init__(self, path, threads=None):
+            self.session = real_session(path, threads)
+            self.get_inputs, self.get_outputs = self.session.get_inputs, self.session.get_outputs
+
+        def run(self, names, feeds):
+            return [output + 0.01 for output in self.session.run(names, feeds)]
+
+    monkeypatch.setattr(export, "onnx_session", OffByOneSession)
+    with pytest.raises(OnnxExportError, match="disagrees with PyTorch"):
+        export_onnx(folder, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(export, "onnx_session", real_session)  # the verification itself passes with the real file
+    output, reports = export_onnx(folder, tmp_path / "out")
+    assert reports[0].max_relative_difference <= export.FLOAT32_TOLERANCE and (output / "onnx" / "model.onnx").is_file()
+
+
+def test_hub_export_model_includes_onnx(classifier_folder, classifier_export, tmp_path, monkeypatch):
+    from pvt_tools.hub import export_model, plan_upload, validate_export_dir
+
+    _, model = classifier_folder
+    exported, _, _ = classifier_export
+    monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
+    output = export_model(model, tmp_path / "export", onnx=True)
+    assert (output / "onnx" / "model.onnx").is_file() and (output / "onnx").stat().st_mode & 0o777 == 0o755
+    validate_export_dir(output)
+    assert "onnx/model.onnx" in [file.name for file in plan_upload(output)]
+    output = export_model(model, tmp_path / "export", overwrite=True)  # a previous export with onnx/ is replaceable
+    assert not (output / "onnx").exists()
+
+    def broken_write(model, task, path, opset=export.DEFAULT_OPSET):
+        raise OnnxExportError("broken")
+
+    monkeypatch.setattr(export, "write_onnx", broken_write)
+    with pytest.raises(OnnxExportError):
+        export_model(model, tmp_path / "export2", onnx=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
+
+
+def test_convert_command_passes_onnx_through(tmp_path, monkeypatch, capsys):
+    from pvt_tools.commands import convert
+
+    calls = []
+
+    def fake_convert(checkpoint, output_dir, **kwargs):
+        calls.append(kwargs)
+        raise OnnxExportError("model.onnx disagrees with PyTorch")  # an OnnxExportError is reported like the others
+
+    monkeypatch.setattr(convert, "convert_official_checkpoint", fake_convert)
+    assert convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o"), "--onnx"]) == 2
+    assert calls[0]["onnx"] is True and "disagrees with PyTorch" in capsys.readouterr().err
+    convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o")])
+    assert calls[1]["onnx"] is False
