@@ -5,7 +5,6 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-
 # The paper's four models (Table 1 of arXiv:2102.12122); everything not listed is shared by all four.
 PVT_VARIANTS: dict[str, dict] = {
     "pvt-tiny": {"depths": [2, 2, 2, 2]},

@@ -214,7 +214,7 @@ def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pr
         raise ValueError(
             f"{checkpoint} does not fit the {type(model).__name__}'s PVT backbone (another architecture or "
             f"variant): " + "; ".join(problems) + ". Build the backbone config from the checkpoint, e.g. "
-            f"PvtConfig.from_pretrained(checkpoint, out_features=...), or use pvt_detector_from_checkpoint."
+            "PvtConfig.from_pretrained(checkpoint, out_features=...), or use pvt_detector_from_checkpoint."
         )
 
     weights = source.state_dict()

@@ -57,7 +57,7 @@ MODEL_CARD_TEMPLATE = "model_card_template.md"
 # The paper variants' cards in a checkout; tests/test_checkpoints_hub.py keeps them equal to what the template makes.
 MODEL_CARDS_DIR = REPO_ROOT / "model_cards"
 REGENERATE_CARDS_COMMAND = (
-    'python -c "from pvt_tools.hub import write_variant_cards; write_variant_cards(\'model_cards\')"'
+    "python -c \"from pvt_tools.hub import write_variant_cards; write_variant_cards('model_cards')\""
 )
 
 CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py")
@@ -400,8 +400,12 @@ def export_model(
     output_dir = Path(output_dir).resolve()
     check_destination(output_dir, overwrite, beside_other_files)
     config = model.config
-    card_text = model_card if model_card is not None else render_model_card(
-        model, variant=variant, repo_id=repo_id, dataset=dataset, metrics=metrics, base_model=base_model
+    card_text = (
+        model_card
+        if model_card is not None
+        else render_model_card(
+            model, variant=variant, repo_id=repo_id, dataset=dataset, metrics=metrics, base_model=base_model
+        )
     )
     ModelCard(card_text)  # raises on a malformed YAML header before anything is written
     if image_processor is None:
@@ -456,6 +460,7 @@ __all__ = [
 
 
 # Publishing: one commit of exactly the export's files.
+
 
 class PushError(ValueError):
     """Something to fix before an upload can start; nothing was sent."""

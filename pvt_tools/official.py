@@ -12,7 +12,9 @@ unwrapping), `infer_config_from_official` (every hyper-parameter the weights det
 import math
 import pickle
 import re
+import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,8 +22,8 @@ import torch
 from torch.nn import functional
 
 from configuration_pvt import PVT_VARIANTS, PvtConfig
-from modeling_pvt import PvtForImageClassification
-from pvt_tools.hub import export_model
+from modeling_pvt import PvtBackbone, PvtForImageClassification
+from pvt_tools.hub import export_model, replace_directory
 from pvt_tools.variants import matching_variant, matching_variant_differences
 
 # Official key -> our key (PvtForImageClassification); stage and layer numbers are rewritten by `_renumber`.
@@ -394,12 +396,12 @@ def official_classifier_forward(
         for layer in range(config.depths[index]):
             prefix = f"block{stage}.{layer}"
 
-            def linear(inputs, name):
+            def linear(inputs, name, prefix=prefix):
                 return functional.linear(
                     inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
                 )
 
-            def norm(inputs, name, eps):
+            def norm(inputs, name, eps, prefix=prefix, hidden_size=hidden_size):
                 return functional.layer_norm(
                     inputs, (hidden_size,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
                 )
@@ -528,13 +530,6 @@ def convert_official_checkpoint(
 # norm and head; pos_embed4 may keep the class token's slot in front. What is converted: the backbone alone, as a
 # PvtBackbone with the position embeddings of the grid it was trained on.
 
-# This section's own imports: the file's head belongs to the classifier conversion.
-import shutil
-import tempfile
-
-from modeling_pvt import PvtBackbone
-from pvt_tools.hub import replace_directory
-
 DENSE_BACKBONE_PREFIX = "backbone."
 CLASSIFICATION_ONLY_OFFICIAL_KEY = re.compile(r"^(cls_token|norm\.(weight|bias)|head\.(weight|bias))$")
 DENSE_EXPORT_FILES = ("config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py")
@@ -573,9 +568,7 @@ def is_dense_prediction_checkpoint(loaded: object) -> bool:
     return isinstance(state_dict, dict) and any(str(key).startswith(DENSE_BACKBONE_PREFIX) for key in state_dict)
 
 
-def split_dense_prediction_state_dict(
-    loaded: dict, path: Path
-) -> tuple[dict[str, torch.Tensor], list[str]]:
+def split_dense_prediction_state_dict(loaded: dict, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The backbone's tensors under their official names, and the names of every other tensor (the neck and the
     heads, and any class token / final norm / classifier left in the backbone), which are skipped."""
     state_dict = unwrap_state_dict({"state_dict": loaded["state_dict"]}, path)

@@ -16,17 +16,15 @@ silently drop the attention products (1.857 instead of 1.933 GMACs for PVT-Tiny)
 computed, so every variant counts in about a second.
 """
 
-import argparse
-import json
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from configuration_pvt import PVT_VARIANTS, PvtConfig
+from configuration_pvt import PvtConfig
 from modeling_pvt import PvtForImageClassification
 from pvt_tools.variants import PAPER_TABLE
+
 
 @dataclass(frozen=True)
 class ModelStats:

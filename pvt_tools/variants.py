@@ -45,12 +45,20 @@ VARIANT_FACTS: dict[str, VariantFacts] = {
 }
 
 
-
 def matching_variant_differences(config: PvtConfig, variant: str) -> list[str]:
     """How `config` differs from the paper's `variant` (with its 1000-class head); empty if it is that model."""
     reference = PvtConfig.from_variant(variant)
-    fields = ("image_size", "hidden_sizes", "depths", "mlp_ratios", "sequence_reduction_ratios", "patch_sizes",
-              "num_attention_heads", "qkv_bias", "num_labels")
+    fields = (
+        "image_size",
+        "hidden_sizes",
+        "depths",
+        "mlp_ratios",
+        "sequence_reduction_ratios",
+        "patch_sizes",
+        "num_attention_heads",
+        "qkv_bias",
+        "num_labels",
+    )
     return [
         f"{field} {getattr(config, field)} (the paper's {variant}: {getattr(reference, field)})"
         for field in fields

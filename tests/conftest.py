@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from configuration_pvt import PvtConfig
-
+from configuration_pvt import PvtConfig  # noqa: E402  (after HF_HUB_OFFLINE, which Transformers reads on import)
 
 # Stand-in modules named test_*.py by Transformers' layout, holding no tests (see tests/transformers_tests.py).
 collect_ignore = ["transformers_stand_ins"]

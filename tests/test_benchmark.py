@@ -111,12 +111,26 @@ def synthetic_comparison(case, variant, batch_size, size, dtype, ours_seconds, o
 
 def test_key_ratios_are_the_measured_ratios_under_the_measured_labels():
     inference = synthetic_comparison(
-        "inference", "pvt-tiny", 4, (224, 224), "float32", [1.0, 1.0, 2.0], BUILTIN, [1.5, 2.0, 2.0],
+        "inference",
+        "pvt-tiny",
+        4,
+        (224, 224),
+        "float32",
+        [1.0, 1.0, 2.0],
+        BUILTIN,
+        [1.5, 2.0, 2.0],
         memory={OURS: (1100.0, 100.0), BUILTIN: (1250.0, 250.0)},
     )
     resolutions = synthetic_comparison("resolutions", "pvt-tiny", 1, (320, 320), "float32", [1.0], EAGER, [1.1])
     backbone = synthetic_comparison(
-        "backbone", "pvt-tiny", 1, (800, 1216), "float32", [0.7] * 3, EAGER, [1.0] * 3,
+        "backbone",
+        "pvt-tiny",
+        1,
+        (800, 1216),
+        "float32",
+        [0.7] * 3,
+        EAGER,
+        [1.0] * 3,
         memory={OURS: (1100.0, 100.0), EAGER: (1900.0, 900.0)},
     )
     failed = Comparison("compile", "pvt-tiny", "classification", "inference", 4, 224, 224, error="changed outputs")
@@ -139,7 +153,9 @@ def test_key_ratios_are_the_measured_ratios_under_the_measured_labels():
     text = report.format_table(results)
     summary = text[text.index("Key ratios") :].splitlines()
     assert re.search(r"inference pvt-tiny 4x224x224 float32 +ours vs built-in +speed x1\.50, memory 0\.40$", summary[1])
-    assert re.search(r"backbone pvt-tiny 1x800x1216 float32 +ours vs ours-eager +speed x1\.43, memory 0\.11$", summary[2])
+    assert re.search(
+        r"backbone pvt-tiny 1x800x1216 float32 +ours vs ours-eager +speed x1\.43, memory 0\.11$", summary[2]
+    )
     assert summary[3].endswith("not timed: changed outputs") and summary[4].endswith("speed x1.25")
     assert "pvt-small" not in text
 
@@ -198,9 +214,18 @@ def test_classify_operator():
 
 def test_peak_memory_of_a_fresh_process_sees_the_attention_matrix(tmp_path, monkeypatch):
     # The eager backbone materialises stage 1's attention: (512/4)^2 queries x (512/16)^2 keys of float32.
-    case = {"variant": TEST_VARIANT, "implementation": EAGER, "task": "backbone", "mode": "inference",
-            "batch_size": 1, "height": 512, "width": 512, "dtype": "float32", "gradient_checkpointing": False,
-            "device": "cpu"}
+    case = {
+        "variant": TEST_VARIANT,
+        "implementation": EAGER,
+        "task": "backbone",
+        "mode": "inference",
+        "batch_size": 1,
+        "height": 512,
+        "width": 512,
+        "dtype": "float32",
+        "gradient_checkpointing": False,
+        "device": "cpu",
+    }
     monkeypatch.chdir(tmp_path)  # the worker finds this process's code from any working directory
     assert memory.worker_environment()["PYTHONPATH"].split(os.pathsep)[0] == str(REPOSITORY_ROOT)
     measured = memory.measure_peak_memory_in_fresh_process(case)

@@ -16,21 +16,19 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from PIL import Image
-from tests.conftest import tiny_config
 from torchvision import transforms
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PvtImageProcessor
 
-from pvt_tools.commands import convert as convert_official_checkpoint
-from pvt_tools import hub as hub_export
-from pvt_tools.commands import local_cache as local_hub_cache
-from pvt_tools import stats as model_stats
-from pvt_tools.commands import stats as stats_command
-from pvt_tools.commands import push as push_to_hub
 from configuration_pvt import PvtConfig
-from pvt_tools.hub import EXPORT_FILES, ExportError, export_model, validate_export_dir
-from pvt_tools.variants import VARIANT_FACTS
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
+from pvt_tools import hub as hub_export
 from pvt_tools import official
+from pvt_tools import stats as model_stats
+from pvt_tools.commands import convert as convert_official_checkpoint
+from pvt_tools.commands import local_cache as local_hub_cache
+from pvt_tools.commands import push as push_to_hub
+from pvt_tools.commands import stats as stats_command
+from pvt_tools.hub import EXPORT_FILES, ExportError, export_model, validate_export_dir
 from pvt_tools.official import (
     ConversionMismatchError,
     OfficialCheckpointError,
@@ -40,6 +38,8 @@ from pvt_tools.official import (
     official_key_shapes,
     parity_failures,
 )
+from pvt_tools.variants import VARIANT_FACTS
+from tests.conftest import tiny_config
 
 
 def pixels(batch_size=2, height=64, width=64, seed=0) -> torch.Tensor:
@@ -106,7 +106,9 @@ def test_export_folder_holds_exactly_the_hub_files_and_reloads(tmp_path):
 
 
 def test_export_keeps_a_models_own_label_names(tmp_path):
-    model = tiny_classifier(num_labels=3, id2label={0: "cat", 1: "dog", 2: "fox"}, label2id={"cat": 0, "dog": 1, "fox": 2})
+    model = tiny_classifier(
+        num_labels=3, id2label={0: "cat", 1: "dog", 2: "fox"}, label2id={"cat": 0, "dog": 1, "fox": 2}
+    )
     folder = export_model(model, tmp_path / "export")
     config = AutoConfig.from_pretrained(folder)
     assert config.id2label == {0: "cat", 1: "dog", 2: "fox"}
@@ -161,8 +163,11 @@ def test_trained_model_card_carries_the_metadata(tmp_path):
     assert "custom_code" in card.data.tags
     assert card.data.datasets == ["digits"]
     results = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
-    assert results == {("accuracy", "eval_accuracy"): 0.975, ("top5_accuracy", "eval_top5_accuracy"): 1.0,
-                       ("samples", "eval_samples"): 360.0}
+    assert results == {
+        ("accuracy", "eval_accuracy"): 0.975,
+        ("top5_accuracy", "eval_top5_accuracy"): 1.0,
+        ("samples", "eval_samples"): 360.0,
+    }
     assert card.data.model_name == "pvt-digits"
     assert f"{sum(p.numel() for p in model.parameters()):,}" in card.text
     assert "| eval_accuracy | 0.9750 |" in card.text and "eval_note" not in card.text
@@ -236,6 +241,7 @@ def test_validate_export_dir_lists_every_problem(tmp_path):
     message = str(error.value)
     assert "missing README.md" in message and "missing preprocessor_config.json" in message
     assert "pickle file training_args.bin" in message
+
 
 # --- official checkpoints -------------------------------------------------------------------------------------
 
@@ -501,10 +507,20 @@ def test_variant_cards_carry_the_metadata_and_the_measured_figures(variant):
     assert f"{facts.macs / 1e9:.2f} (paper: {gflops})" in card.text
     assert f"/ {', '.join(map(str, config.depths))} /" in card.text
     assert f"`{variant.replace('-', '_')}.pth` of whai362/PVT" in card.text
-    for needed in ("trust_remote_code=True", 'revision="<commit hash>"', '"Files and versions"',
-                   f'HfApi().list_repo_commits("ORG/{variant}")', "import modeling_pvt", "AutoBackbone",
-                   "get_class_from_dynamic_module", "one pixel", 'backend="pil"', "Intended uses",
-                   "Apache License 2.0", "@inproceedings{wang2021pyramid"):
+    for needed in (
+        "trust_remote_code=True",
+        'revision="<commit hash>"',
+        '"Files and versions"',
+        f'HfApi().list_repo_commits("ORG/{variant}")',
+        "import modeling_pvt",
+        "AutoBackbone",
+        "get_class_from_dynamic_module",
+        "one pixel",
+        'backend="pil"',
+        "Intended uses",
+        "Apache License 2.0",
+        "@inproceedings{wang2021pyramid",
+    ):
         assert needed in card.text, needed
     assert "{{" not in card.text and "{%" not in card.text
 
@@ -629,10 +645,17 @@ def record_hub_calls(monkeypatch) -> list:
     def recorder(name):
         def method(self, **kwargs):
             calls.append((name, kwargs))
-            return huggingface_hub.CommitInfo(
-                commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0", commit_message="", commit_description="",
-                oid="0" * 40,
-            ) if name == "upload_folder" else None
+            return (
+                huggingface_hub.CommitInfo(
+                    commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0",
+                    commit_message="",
+                    commit_description="",
+                    oid="0" * 40,
+                )
+                if name == "upload_folder"
+                else None
+            )
+
         return method
 
     for name in ("create_repo", "create_branch", "upload_folder"):
@@ -647,8 +670,12 @@ def export_dir(tmp_path):
 
 def test_dry_run_lists_every_file_and_the_commit_without_network(export_dir, monkeypatch, capsys):
     calls = record_hub_calls(monkeypatch)
-    assert push_to_hub.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--private",
-                             "--revision", "v1", "--dry-run"]) == 0
+    assert (
+        push_to_hub.main(
+            ["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--private", "--revision", "v1", "--dry-run"]
+        )
+        == 0
+    )
     output = capsys.readouterr().out
     assert calls == []
     assert "private model repository org/pvt-test" in output and "commit 6 files" in output and "branch v1" in output
@@ -722,7 +749,10 @@ def git_blob_sha1(data: bytes) -> str:
 
 def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
     cache = tmp_path / "hub"
-    assert local_hub_cache.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--cache_dir", str(cache)]) == 0
+    assert (
+        local_hub_cache.main(["--model_dir", str(export_dir), "--repo_id", "org/pvt-test", "--cache_dir", str(cache)])
+        == 0
+    )
     storage = cache / "models--org--pvt-test"
     snapshot = storage / "snapshots" / (storage / "refs" / "main").read_text()
     commit = (storage / "refs" / "main").read_text()
@@ -821,7 +851,10 @@ def test_load_by_repo_id_offline_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONNOUSERSITE", "1")
     result = subprocess.run(
         [sys.executable, "-I", str(tmp_path / "load.py"), "org/pvt-small", str(tmp_path / "image.png"), str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -67,9 +67,7 @@ class PvtModelTester:
         with torch.no_grad():
             result = model(pixel_values)
         last_grid = (self.image_size // 32) ** 2
-        self.parent.assertEqual(
-            result.last_hidden_state.shape, (self.batch_size, last_grid + 1, self.hidden_sizes[-1])
-        )
+        self.parent.assertEqual(result.last_hidden_state.shape, (self.batch_size, last_grid + 1, self.hidden_sizes[-1]))
 
     def create_and_check_for_image_classification(self, config, pixel_values, labels):
         model = PvtForImageClassification(config).to(torch_device).eval()

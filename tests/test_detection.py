@@ -10,7 +10,16 @@ import textwrap
 import pytest
 import torch
 import transformers
-from tests.conftest import REPO_ROOT, tiny_config
+from transformers import (
+    DeformableDetrForObjectDetection,
+    DetrForObjectDetection,
+    DetrImageProcessor,
+    Mask2FormerForUniversalSegmentation,
+    UperNetForSemanticSegmentation,
+)
+from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
+
+from modeling_pvt import PvtBackbone, PvtForImageClassification
 from pvt_tools.backbones import (
     ALL_STAGES,
     DEFAULT_OUT_FEATURES,
@@ -19,14 +28,9 @@ from pvt_tools.backbones import (
     load_pvt_backbone_weights,
     pvt_detector_from_checkpoint,
 )
-from transformers import (
-    DeformableDetrForObjectDetection,
-    DetrForObjectDetection,
-    Mask2FormerForUniversalSegmentation,
-    UperNetForSemanticSegmentation,
-)
-
-from modeling_pvt import PvtBackbone, PvtForImageClassification
+from pvt_tools.commands import train_detection as train_detection_command
+from pvt_tools.training import detection as train_detection
+from tests.conftest import REPO_ROOT, tiny_config
 
 DETECTORS = ["detr", "deformable_detr", "mask2former", "upernet"]
 
@@ -220,8 +224,14 @@ def test_save_and_load_in_a_fresh_process_rebuilds_the_same_models(tmp_path):
     script = tmp_path / "load.py"
     script.write_text(FRESH_PROCESS_SCRIPT)
     result = subprocess.run(
-        [sys.executable, str(script), str(REPO_ROOT), str(tmp_path), str(tmp_path / "pixels.safetensors"),
-         json.dumps(DETECTORS)],
+        [
+            sys.executable,
+            str(script),
+            str(REPO_ROOT),
+            str(tmp_path),
+            str(tmp_path / "pixels.safetensors"),
+            json.dumps(DETECTORS),
+        ],
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(REPO_ROOT),  # this checkout's modeling_pvt, first
@@ -313,8 +323,12 @@ def test_helper_loads_every_backbone_tensor_from_a_classifier_checkpoint(tmp_pat
 def builtin_tiny_classifier(path) -> transformers.PvtForImageClassification:
     """A checkpoint of Transformers' own Pvt (model_type "pvt", its own tensor names)."""
     config = transformers.PvtConfig(
-        image_size=64, hidden_sizes=[16, 32, 40, 64], depths=[1, 1, 2, 1], num_attention_heads=[1, 2, 2, 4],
-        mlp_ratios=[2, 2, 2, 2], num_labels=5,
+        image_size=64,
+        hidden_sizes=[16, 32, 40, 64],
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[1, 2, 2, 4],
+        mlp_ratios=[2, 2, 2, 2],
+        num_labels=5,
     )
     torch.manual_seed(2)
     model = transformers.PvtForImageClassification(config).eval()
@@ -347,7 +361,9 @@ def test_helper_loads_a_repo_id_from_the_hub_cache(tmp_path):
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     model = pvt_detector_from_checkpoint(
-        "detr", "pvt-org/pvt-tiny-test", from_pretrained_kwargs={"cache_dir": str(tmp_path / "hub")},
+        "detr",
+        "pvt-org/pvt-tiny-test",
+        from_pretrained_kwargs={"cache_dir": str(tmp_path / "hub")},
         **TINY_HEADS["detr"],
     )
     weights = classifier.state_dict()
@@ -390,8 +406,9 @@ def test_helper_refuses_another_architecture_naming_the_tensors(tmp_path):
 
 def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
     saved_tiny_classifier(tmp_path / "pvt")
-    resnet = transformers.ResNetConfig(hidden_sizes=[8, 16, 24, 32], embedding_size=8, depths=[1, 1, 1, 1],
-                                       out_features=ALL_STAGES)
+    resnet = transformers.ResNetConfig(
+        hidden_sizes=[8, 16, 24, 32], embedding_size=8, depths=[1, 1, 1, 1], out_features=ALL_STAGES
+    )
     model = UperNetForSemanticSegmentation(transformers.UperNetConfig(backbone_config=resnet, hidden_size=32))
     with pytest.raises(ValueError, match="holds 0 PVT backbones"):
         load_pvt_backbone_weights(model, str(tmp_path / "pvt"))
@@ -400,6 +417,7 @@ def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
 # --- the digits detection data set -------------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402
+
 from pvt_tools.training.detection_data import (  # noqa: E402
     INK_THRESHOLD,
     category_names,
@@ -471,32 +489,42 @@ def test_malformed_boxes_are_dropped_with_a_count_or_rejected_naming_the_example
 
 # --- the detection training script --------------------------------------------------------------------------------
 
-from pvt_tools.commands import train_detection as train_detection_command
-from pvt_tools.training import detection as train_detection
-from transformers import DetrImageProcessor  # noqa: E402
-from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput  # noqa: E402
-
 TINY_PVT_JSON = json.dumps(
-    {"hidden_sizes": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
-     "mlp_ratios": [2, 2, 2, 2]}
+    {
+        "hidden_sizes": [16, 32, 40, 64],
+        "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 2, 2, 4],
+        "mlp_ratios": [2, 2, 2, 2],
+    }
 )
 
 
 def tiny_run_arguments(output_dir, architecture="detr", **overrides) -> list[str]:
     head = {key: value for key, value in TINY_HEADS[architecture].items() if key != "num_labels"}
     settings = {
-        "output_dir": str(output_dir), "architecture": architecture, "num_train_images": 16,
-        "num_validation_images": 8, "canvas_size": 96, "image_square_size": 96, "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8, "max_train_steps": 4, "learning_rate": 1e-3, "backbone_learning_rate": 1e-3,
-        "pvt_config_overrides": TINY_PVT_JSON, "detector_config_overrides": json.dumps(head), **overrides,
+        "output_dir": str(output_dir),
+        "architecture": architecture,
+        "num_train_images": 16,
+        "num_validation_images": 8,
+        "canvas_size": 96,
+        "image_square_size": 96,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "max_train_steps": 4,
+        "learning_rate": 1e-3,
+        "backbone_learning_rate": 1e-3,
+        "pvt_config_overrides": TINY_PVT_JSON,
+        "detector_config_overrides": json.dumps(head),
+        **overrides,
     }
     return [f"--{name}={value}" for name, value in settings.items()]
 
 
 def test_image_processor_turns_coco_boxes_into_normalised_centre_boxes():
     dataset = dataset_with_boxes([[[4.0, 8.0, 20.0, 10.0]]])
-    processor = DetrImageProcessor(size={"max_height": 96, "max_width": 96}, do_pad=True,
-                                   pad_size={"height": 96, "width": 96})
+    processor = DetrImageProcessor(
+        size={"max_height": 96, "max_width": 96}, do_pad=True, pad_size={"height": 96, "width": 96}
+    )
     example = dataset.with_transform(train_detection.make_batch_transform(processor))[0]
     assert example["pixel_values"].shape == (3, 96, 96)
     # 64x48 -> 96x72, padded to 96x96 at the bottom: the box scales by 1.5, then is normalised by 96.
@@ -529,8 +557,9 @@ def test_evaluation_gives_coco_map_of_known_predictions(shift, expected_map):
     from accelerate import Accelerator
 
     dataset = dataset_with_boxes([[[4.0, 8.0, 20.0, 10.0], [30.0, 20.0, 12.0, 16.0]], [[10.0, 10.0, 30.0, 30.0]]])
-    processor = DetrImageProcessor(size={"max_height": 96, "max_width": 96}, do_pad=True,
-                                   pad_size={"height": 96, "width": 96})
+    processor = DetrImageProcessor(
+        size={"max_height": 96, "max_width": 96}, do_pad=True, pad_size={"height": 96, "width": 96}
+    )
     batch = train_detection.collate_detection_batch(
         list(dataset.with_transform(train_detection.make_batch_transform(processor)))
     )

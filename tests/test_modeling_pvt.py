@@ -10,14 +10,14 @@ import textwrap
 import pytest
 import torch
 import transformers
-from tests.conftest import REPO_ROOT, config_from_official_architecture, tiny_config
-from pvt_tools.official import convert_official_state_dict, parity_failures
 from safetensors.torch import load_file, save_file
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
 from transformers.testing_utils import CaptureLogger
 
 from configuration_pvt import PvtConfig
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtLayer, PvtModel
+from pvt_tools.official import convert_official_state_dict, parity_failures
+from tests.conftest import REPO_ROOT, config_from_official_architecture, tiny_config
 
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 

@@ -55,8 +55,12 @@ def user_environment(home: Path, pythonpath: Path) -> dict[str, str]:
         if key not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN", "PYTHONPATH")
     }
     environment.update(
-        HF_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(pythonpath), PYTHONNOUSERSITE="1",
-        TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true",
+        HF_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(pythonpath),
+        PYTHONNOUSERSITE="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_DISABLED="true",
     )
     return environment
 
@@ -91,9 +95,21 @@ def test_readme_has_the_quick_start_in_order():
 def install_into(target: Path) -> None:
     """`pip install` this checkout into a folder (no dependencies: the environment has them)."""
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-         str(target), str(REPO_ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr[-3000:]
 
@@ -116,7 +132,10 @@ def test_readme_python_blocks_run_in_order_offline_from_a_pip_install(tmp_path):
     workdir.mkdir()
     result = subprocess.run(
         [sys.executable, "-s", str(tmp_path / "run_blocks.py"), str(tmp_path / "blocks.json")],
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=user_environment(tmp_path / "hf_home", target),
     )
     assert result.returncode == 0, result.stderr[-6000:]

@@ -43,12 +43,25 @@ from pvt_tools.training.segmentation_data import (
 )
 from tests.conftest import tiny_config
 
-TINY_PVT = {"hidden_sizes": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
-            "mlp_ratios": [2, 2, 2, 2]}
+TINY_PVT = {
+    "hidden_sizes": [16, 32, 40, 64],
+    "depths": [1, 1, 1, 1],
+    "num_attention_heads": [1, 2, 2, 4],
+    "mlp_ratios": [2, 2, 2, 2],
+}
 TINY_HEADS = {
-    "mask2former": {"feature_size": 32, "mask_feature_size": 32, "hidden_dim": 32, "encoder_feedforward_dim": 32,
-                    "encoder_layers": 1, "decoder_layers": 2, "num_attention_heads": 2, "dim_feedforward": 32,
-                    "num_queries": 8, "train_num_points": 256},
+    "mask2former": {
+        "feature_size": 32,
+        "mask_feature_size": 32,
+        "hidden_dim": 32,
+        "encoder_feedforward_dim": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_attention_heads": 2,
+        "dim_feedforward": 32,
+        "num_queries": 8,
+        "train_num_points": 256,
+    },
     "upernet": {"hidden_size": 32, "auxiliary_channels": 16},
 }
 MODEL_CLASSES = {"mask2former": Mask2FormerForUniversalSegmentation, "upernet": UperNetForSemanticSegmentation}
@@ -150,10 +163,19 @@ def test_freeze_backbone_stages_keeps_those_stages_and_trains_the_rest():
 
 def run_arguments(output_dir, architecture="mask2former", **overrides) -> list[str]:
     settings = {
-        "output_dir": str(output_dir), "architecture": architecture, "num_train_images": 4,
-        "num_validation_images": 2, "canvas_size": 64, "image_size": 64, "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 2, "max_train_steps": 4, "learning_rate": 2e-3, "lr_scheduler_type": "constant",
-        "pvt_config_overrides": json.dumps(TINY_PVT), "detector_config_overrides": json.dumps(TINY_HEADS[architecture]),
+        "output_dir": str(output_dir),
+        "architecture": architecture,
+        "num_train_images": 4,
+        "num_validation_images": 2,
+        "canvas_size": 64,
+        "image_size": 64,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 2,
+        "max_train_steps": 4,
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "constant",
+        "pvt_config_overrides": json.dumps(TINY_PVT),
+        "detector_config_overrides": json.dumps(TINY_HEADS[architecture]),
         **overrides,
     }
     return [f"--{name}" if value is True else f"--{name}={value}" for name, value in settings.items()]
@@ -183,14 +205,13 @@ def check_run_folder(run, results: dict, architecture: str, task: str = "semanti
     return [step["loss"] for step in history["steps"]]
 
 
-@pytest.mark.parametrize("architecture, task", [("mask2former", "semantic"), ("upernet", "semantic"),
-                                                ("mask2former", "instance")])
+@pytest.mark.parametrize(
+    "architecture, task", [("mask2former", "semantic"), ("upernet", "semantic"), ("mask2former", "instance")]
+)
 def test_training_learns_saves_and_resumes_exactly(tmp_path, architecture, task):
     # One batch of the same four canvases every step: the loss must fall.
     run = tmp_path / "run"
-    results = train_segmentation_command.main(
-        run_arguments(run, architecture, task=task, checkpointing_steps=2)
-    )
+    results = train_segmentation_command.main(run_arguments(run, architecture, task=task, checkpointing_steps=2))
     assert results["completed_steps"] == 4 and results["architecture"] == architecture and results["task"] == task
     losses = check_run_folder(run, results, architecture, task)
     assert len(losses) == 4 and all(np.isfinite(losses))
@@ -248,8 +269,14 @@ def test_training_on_an_image_folder_dataset(tmp_path, architecture):
     (tmp_path / "id2label.json").write_text(json.dumps({"0": "background", "1": "square", "2": "disc"}))
     run = tmp_path / "run"
     results = train_segmentation_command.main(
-        run_arguments(run, architecture, dataset_name=tmp_path / "data", id2label=tmp_path / "id2label.json",
-                      per_device_train_batch_size=3, max_train_steps=4)
+        run_arguments(
+            run,
+            architecture,
+            dataset_name=tmp_path / "data",
+            id2label=tmp_path / "id2label.json",
+            per_device_train_batch_size=3,
+            max_train_steps=4,
+        )
     )
     assert results["completed_steps"] == 4
     assert list(results["eval_per_category_iou"]) == ["background", "square", "disc"]
@@ -260,8 +287,14 @@ def test_training_on_an_image_folder_dataset(tmp_path, architecture):
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     # Without --id2label the classes are the ids found in the annotations; with --reduce_labels 0 is ignored.
     results = train_segmentation_command.main(
-        run_arguments(tmp_path / "reduced", architecture, dataset_name=tmp_path / "data", reduce_labels=True,
-                      max_train_steps=1, per_device_train_batch_size=3)
+        run_arguments(
+            tmp_path / "reduced",
+            architecture,
+            dataset_name=tmp_path / "data",
+            reduce_labels=True,
+            max_train_steps=1,
+            per_device_train_batch_size=3,
+        )
     )
     assert list(results["eval_per_category_iou"]) == ["0", "1"]
 
@@ -282,8 +315,11 @@ CLASSIFIER_ONLY = ("cls_token", "norm.weight", "norm.bias", "head.weight", "head
 def mmdet_checkpoint(official_fixture, path, meta=None, drop_class_slot=False):
     """The fixture's weights as mmdetection saves a RetinaNet with the authors' PVT: backbone.* keys, no class
     token, final norm or classifier, a neck and a head, and a meta dict."""
-    state_dict = {f"backbone.{key}": tensor for key, tensor in official_fixture["state_dict"].items()
-                  if key not in CLASSIFIER_ONLY}
+    state_dict = {
+        f"backbone.{key}": tensor
+        for key, tensor in official_fixture["state_dict"].items()
+        if key not in CLASSIFIER_ONLY
+    }
     if drop_class_slot:
         state_dict["backbone.pos_embed4"] = state_dict["backbone.pos_embed4"][:, 1:]
     generator = torch.Generator().manual_seed(0)
@@ -300,8 +336,9 @@ def test_mmdet_checkpoint_converts_to_a_backbone_with_the_official_feature_maps(
     official_fixture, tmp_path, capsys, drop_class_slot
 ):
     mmdet_checkpoint(official_fixture, tmp_path / "retinanet_pvt.pth", drop_class_slot=drop_class_slot)
-    status = convert_command.main(["--checkpoint", str(tmp_path / "retinanet_pvt.pth"),
-                                   "--output_dir", str(tmp_path / "export")])
+    status = convert_command.main(
+        ["--checkpoint", str(tmp_path / "retinanet_pvt.pth"), "--output_dir", str(tmp_path / "export")]
+    )
     output = capsys.readouterr()
     assert status == 0, output.err
     for skipped in ("neck.lateral_convs.0.conv.weight", "neck.fpn_convs.0.conv.bias", "bbox_head.retina_cls.weight"):
@@ -309,7 +346,10 @@ def test_mmdet_checkpoint_converts_to_a_backbone_with_the_official_feature_maps(
     assert "skipped 3 tensor(s)" in output.out
     export = tmp_path / "export"
     assert sorted(path.name for path in export.iterdir()) == [
-        "config.json", "configuration_pvt.py", "model.safetensors", "modeling_pvt.py"
+        "config.json",
+        "configuration_pvt.py",
+        "model.safetensors",
+        "modeling_pvt.py",
     ]
     saved = load_file(export / "model.safetensors")
     assert not any("cls_token" in name or "classifier" in name or "layernorm" in name for name in saved)

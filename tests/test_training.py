@@ -21,18 +21,15 @@ from sklearn.metrics import top_k_accuracy_score
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from pvt_tools.commands import demo
-from pvt_tools.commands import finetune_with_trainer
-from pvt_tools.commands import train
+from modeling_pvt import PvtForImageClassification
+from pvt_tools.commands import demo, finetune_with_trainer, train
+from pvt_tools.hub import PushError, validate_export_dir
 from pvt_tools.training import classification
 from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError, list_checkpoints
 from pvt_tools.training.classification import TOP_K_ACCURACY_METRIC
-from tests.conftest import REPO_ROOT, tiny_config
-from pvt_tools.hub import validate_export_dir
-from modeling_pvt import PvtForImageClassification
-from pvt_tools.hub import PushError
 from pvt_tools.training.data import DataArguments, DataError, load_image_classification_dataset, to_rgb
 from pvt_tools.training.loop import UsageError, weight_decay_parameter_groups
+from tests.conftest import REPO_ROOT, tiny_config
 
 TINY_MODEL = [
     "--image_size", "32",
@@ -56,7 +53,11 @@ DEIT_AUGMENTATION = [
 # subprocess runs use the same thread count, so that their results agree to the bit.
 # PYTHONPATH: the subprocesses import this checkout's pvt_tools, not whichever copy is installed.
 SUBPROCESS_ENV = {
-    **os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": str(REPO_ROOT),
 }
 
 
@@ -327,8 +328,11 @@ def test_flag_mistakes_stop_before_any_data_is_loaded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(classification, "load_image_classification_dataset", no_loading)
     output_dir = ["--output_dir", str(tmp_path / "run")]
-    with pytest.raises(UsageError, match=r"--variant 'pvt_small' is not a PVT variant: did you mean 'pvt-small'\? "
-                       r"Choose one of pvt-tiny, pvt-small, pvt-medium, pvt-large\."):
+    with pytest.raises(
+        UsageError,
+        match=r"--variant 'pvt_small' is not a PVT variant: did you mean 'pvt-small'\? "
+        r"Choose one of pvt-tiny, pvt-small, pvt-medium, pvt-large\.",
+    ):
         train.main(output_dir + ["--variant", "pvt_small"])
     with pytest.raises(UsageError, match=r"--max_train_steps must be greater than 0, got 0"):
         train.main(output_dir + ["--max_steps", "0"])  # Trainer's name is an alias
@@ -343,8 +347,11 @@ def test_flag_mistakes_stop_before_any_data_is_loaded(tmp_path, monkeypatch):
     flat.mkdir()
     PIL.Image.new("RGB", (8, 8)).save(flat / "cat_1.png")
     PIL.Image.new("RGB", (8, 8)).save(flat / "dog_1.png")
-    with pytest.raises(DataError, match=r"(?s)images outside any class subfolder \(cat_1.png, dog_1.png.*one subfolder "
-                       r"per class.*flat/\n    cat/\n      0001.jpg"):
+    with pytest.raises(
+        DataError,
+        match=r"(?s)images outside any class subfolder \(cat_1.png, dog_1.png.*one subfolder "
+        r"per class.*flat/\n    cat/\n      0001.jpg",
+    ):
         train.main(output_dir + ["--train_dir", str(flat)])
     assert not (tmp_path / "run").exists()
 
@@ -517,7 +524,9 @@ def test_trainer_help_shows_our_flags_first_and_summarises_trainers(capsys):
 
 
 def test_demo_reloads_its_model_and_reports_the_training_accuracy(tmp_path, capsys):
-    accuracy = demo.main(["--output_dir", str(tmp_path / "demo"), "--num_train_epochs", "1", "--required_accuracy", "0"])
+    accuracy = demo.main(
+        ["--output_dir", str(tmp_path / "demo"), "--num_train_epochs", "1", "--required_accuracy", "0"]
+    )
     results = read_results(tmp_path / "demo")
     assert results["train_steps"] == 24 and results["eval_samples"] == 270  # one epoch of the 1,527 digits
     assert accuracy == pytest.approx(results["eval_accuracy"])  # the reloaded model, as evaluated in training

@@ -24,21 +24,37 @@ from pathlib import Path
 from pvt_tools.hub import ExportError, check_repo_id, push_export
 from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_any_official_checkpoint
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="The official .pth file.")
     parser.add_argument("--output_dir", required=True, type=Path, help="Where the export folder is written.")
-    parser.add_argument("--variant", choices=["pvt-tiny", "pvt-small", "pvt-medium", "pvt-large"], default=None,
-                        help="The paper's model these weights are (checked against the weights; picks the card).")
-    parser.add_argument("--num_attention_heads", type=int, nargs="+", default=None,
-                        help="Heads per stage (the weights cannot tell); default 1 2 5 8, the paper's for all four "
-                        "models. Other counts need --allow_custom_heads.")
-    parser.add_argument("--allow_custom_heads", action="store_true",
-                        help="Accept --num_attention_heads that differ from the paper's for these weights' shapes "
-                        "(only for checkpoints trained with other head counts: the weights cannot tell).")
+    parser.add_argument(
+        "--variant",
+        choices=["pvt-tiny", "pvt-small", "pvt-medium", "pvt-large"],
+        default=None,
+        help="The paper's model these weights are (checked against the weights; picks the card).",
+    )
+    parser.add_argument(
+        "--num_attention_heads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Heads per stage (the weights cannot tell); default 1 2 5 8, the paper's for all four "
+        "models. Other counts need --allow_custom_heads.",
+    )
+    parser.add_argument(
+        "--allow_custom_heads",
+        action="store_true",
+        help="Accept --num_attention_heads that differ from the paper's for these weights' shapes "
+        "(only for checkpoints trained with other head counts: the weights cannot tell).",
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
-    parser.add_argument("--onnx", action="store_true",
-                        help="Also write onnx/model.onnx (any batch and image size), checked in ONNX Runtime.")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="Also write onnx/model.onnx (any batch and image size), checked in ONNX Runtime.",
+    )
     parser.add_argument("--push_to_hub", action="store_true", help="Upload the export (needs --repo_id).")
     parser.add_argument("--repo_id", default=None, help='"org/name": shown in the card, and the push target.')
     parser.add_argument("--private", action="store_true", help="With --push_to_hub: create a private repository.")

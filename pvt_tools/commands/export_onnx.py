@@ -24,8 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", default="image-classification", help=f"One of {', '.join(TASKS)}.")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}).")
     parser.add_argument("--quantize", default=None, help=f"Also write an int8 file ({', '.join(QUANTIZATIONS)}).")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="Print each file's accuracy on the demo's validation digits (image-classification).")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="Print each file's accuracy on the demo's validation digits (image-classification).",
+    )
     return parser.parse_args(argv)
 
 
@@ -37,8 +40,10 @@ def main(argv: list[str] | None = None) -> dict:
     for report in reports:
         agreement = "" if report.top1_agreement is None else f", top-1 agreement {report.top1_agreement:.0%}"
         size = (folder / "onnx" / report.file).stat().st_size
-        print(f"wrote {folder / 'onnx' / report.file} ({size / 1e6:.2f} MB): checked in ONNX Runtime at "
-              f"{report.shapes}, largest relative difference {report.max_relative_difference:.2g}{agreement}")
+        print(
+            f"wrote {folder / 'onnx' / report.file} ({size / 1e6:.2f} MB): checked in ONNX Runtime at "
+            f"{report.shapes}, largest relative difference {report.max_relative_difference:.2g}{agreement}"
+        )
         if args.evaluate and args.task == "image-classification":
             accuracy = evaluate_onnx_classifier(folder / "onnx" / report.file, folder)
             result["accuracy"][report.file] = accuracy

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pvt_tools.hub import place_in_hub_cache
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pvt_tools.hub import PushError, push_export
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
@@ -21,8 +22,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created if needed); default main.")
     parser.add_argument("--commit_message", default=None)
-    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                        help="Print the files (size, sha256) and the commit, touching no network.")
+    parser.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="Print the files (size, sha256) and the commit, touching no network.",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """`pvt-stats`: parameters and multiply-adds of the paper's PVT models, counted with torch's own FLOP counter.
 
-    pvt-stats [--image_size 224] [--variants pvt-tiny pvt-small] [--device meta] [--json]
+pvt-stats [--image_size 224] [--variants pvt-tiny pvt-small] [--device meta] [--json]
 """
 
 import argparse
@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from configuration_pvt import PVT_VARIANTS
 from pvt_tools.stats import format_table, variant_stats
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

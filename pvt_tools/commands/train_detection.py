@@ -1,9 +1,9 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """`pvt-train-detection`: fine-tune Transformers' DETR or Deformable DETR with a PVT backbone.
 
-    pvt-train-detection --output_dir out/detr-digits                   # DETR, PVT-Tiny from scratch, embedded digits
-    pvt-train-detection --architecture deformable_detr --pvt_checkpoint path/to/pvt-small ...
-    accelerate launch -m pvt_tools.commands.train_detection ...        # several processes or machines
+pvt-train-detection --output_dir out/detr-digits                   # DETR, PVT-Tiny from scratch, embedded digits
+pvt-train-detection --architecture deformable_detr --pvt_checkpoint path/to/pvt-small ...
+accelerate launch -m pvt_tools.commands.train_detection ...        # several processes or machines
 """
 
 import argparse
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pvt_config_overrides",
         type=json.loads,
         default={},
-        help='JSON for the random backbone\'s PvtConfig, e.g. \'{"depths": [1, 1, 1, 1]}\'.',
+        help="JSON for the random backbone's PvtConfig, e.g. '{\"depths\": [1, 1, 1, 1]}'.",
     )
     model.add_argument(
         "--detector_config_overrides",

@@ -1,10 +1,10 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """`pvt-train-segmentation`: fine-tune Transformers' Mask2Former or UperNet with a PVT backbone.
 
-    pvt-train-segmentation --output_dir out/mask2former-digits        # Mask2Former, semantic, embedded digits
-    pvt-train-segmentation --architecture upernet --pvt_checkpoint path/to/pvt-small --dataset_name scene_parse_150
-    pvt-train-segmentation --task instance --output_dir out/instances # Mask2Former, one mask per object
-    accelerate launch -m pvt_tools.commands.train_segmentation ...    # several processes or machines
+pvt-train-segmentation --output_dir out/mask2former-digits        # Mask2Former, semantic, embedded digits
+pvt-train-segmentation --architecture upernet --pvt_checkpoint path/to/pvt-small --dataset_name scene_parse_150
+pvt-train-segmentation --task instance --output_dir out/instances # Mask2Former, one mask per object
+accelerate launch -m pvt_tools.commands.train_segmentation ...    # several processes or machines
 """
 
 import argparse
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pvt_config_overrides",
         type=json.loads,
         default={},
-        help='JSON for the random backbone\'s PvtConfig, e.g. \'{"depths": [1, 1, 1, 1]}\'.',
+        help="JSON for the random backbone's PvtConfig, e.g. '{\"depths\": [1, 1, 1, 1]}'.",
     )
     model.add_argument(
         "--detector_config_overrides",

@@ -339,7 +339,7 @@ def train_detector(args: argparse.Namespace) -> dict:
         "train_loss": history.steps[-1]["loss"] if history.steps else None,
         "completed_steps": history.last_evaluation["step"],
         "epoch": history.last_evaluation["epoch"],
-        "train_runtime_seconds_this_run": round(time.perf_counter() - start, 1),
+        "total_runtime": round(time.perf_counter() - start, 1),
         **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
         "architecture": args.architecture,
     }

@@ -83,9 +83,7 @@ def load_segmentation_dataset(args: argparse.Namespace) -> datasets.DatasetDict:
         )
     dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
     renames = {"pixel_values": "image", "label": "annotation"}
-    dataset = dataset.rename_columns(
-        {old: new for old, new in renames.items() if old in dataset["train"].column_names}
-    )
+    dataset = dataset.rename_columns({old: new for old, new in renames.items() if old in dataset["train"].column_names})
     if "validation" not in dataset:
         split = dataset["train"].train_test_split(args.train_val_split, seed=args.seed)
         dataset = datasets.DatasetDict({"train": split["train"], "validation": split["test"]})
@@ -331,8 +329,9 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
-def save_prediction_picture(model, dataloader, image_processor, id2label: dict[int, str], path: Path,
-                            count: int = 4) -> Path:
+def save_prediction_picture(
+    model, dataloader, image_processor, id2label: dict[int, str], path: Path, count: int = 4
+) -> Path:
     """A PNG of `count` validation images, their ground truth and the prediction, side by side (rows); the titles
     name the classes in each label map."""
     import matplotlib
@@ -486,7 +485,8 @@ def train_segmenter(args: argparse.Namespace) -> dict:
         "train_loss": history.steps[-1]["loss"] if history.steps else None,
         "completed_steps": history.last_evaluation["step"],
         "epoch": history.last_evaluation["epoch"],
-        "train_runtime_seconds_this_run": round(time.perf_counter() - start, 1),
+        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
+        "total_runtime": round(time.perf_counter() - start, 1),
         "architecture": args.architecture,
         "task": args.task,
     }
