@@ -278,7 +278,7 @@ def test_convert_command_passes_onnx_through(tmp_path, monkeypatch, capsys):
         calls.append(kwargs)
         raise OnnxExportError("model.onnx disagrees with PyTorch")  # an OnnxExportError is reported like the others
 
-    monkeypatch.setattr(convert, "convert_official_checkpoint", fake_convert)
+    monkeypatch.setattr(convert, "convert_any_official_checkpoint", fake_convert)
     assert convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o"), "--onnx"]) == 2
     assert calls[0]["onnx"] is True and "disagrees with PyTorch" in capsys.readouterr().err
     convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o")])
