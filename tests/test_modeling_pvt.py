@@ -565,7 +565,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         layer.attention.register_forward_hook(lambda *_: layer_calls.append(1))
     reference = gradients()
     assert len(layer_calls) == sum(model.config.depths)
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert model.is_activation_checkpointing
     layer_calls.clear()
     checkpointed = gradients()
