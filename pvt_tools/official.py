@@ -363,68 +363,83 @@ def check_official_state_dict(state_dict: dict[str, torch.Tensor], config: PvtCo
 # --- the official network's maths, for verifying a conversion ----------------------------------------------------
 
 
+def official_patch_embedding(
+    weights: dict[str, torch.Tensor], config: PvtConfig, stage: int, feature_map: torch.Tensor
+) -> tuple[torch.Tensor, int, int]:
+    """Stage `stage` (1-based) of the official patch embedding: strided convolution, then LayerNorm over tokens."""
+    index = stage - 1
+    feature_map = functional.conv2d(
+        feature_map,
+        weights[f"patch_embed{stage}.proj.weight"],
+        weights[f"patch_embed{stage}.proj.bias"],
+        stride=config.strides[index],
+    )
+    height, width = feature_map.shape[-2:]
+    tokens = functional.layer_norm(
+        feature_map.flatten(2).transpose(1, 2),
+        (config.hidden_sizes[index],),
+        weights[f"patch_embed{stage}.norm.weight"],
+        weights[f"patch_embed{stage}.norm.bias"],
+        config.patch_embedding_layer_norm_eps,
+    )
+    return tokens, height, width
+
+
+def official_layers(
+    weights: dict[str, torch.Tensor], config: PvtConfig, stage: int, tokens: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """The layers of stage `stage` (1-based) as the official Block: pre-norm spatial-reduction attention (one `kv`
+    projection: all key channels, then all value channels), then the MLP."""
+    index = stage - 1
+    hidden_size, heads = config.hidden_sizes[index], config.num_attention_heads[index]
+    head_dim = hidden_size // heads
+    reduction = config.sequence_reduction_ratios[index]
+    batch_size = tokens.shape[0]
+    for layer in range(config.depths[index]):
+        prefix = f"block{stage}.{layer}"
+
+        def linear(inputs, name, prefix=prefix):
+            return functional.linear(inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias"))
+
+        def norm(inputs, name, eps, prefix=prefix):
+            return functional.layer_norm(
+                inputs, (hidden_size,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
+            )
+
+        normed = norm(tokens, "norm1", config.layer_norm_eps)
+        num_tokens = normed.shape[1]
+        query = linear(normed, "attn.q").reshape(batch_size, num_tokens, heads, head_dim).permute(0, 2, 1, 3)
+        source = normed
+        if reduction > 1:
+            grid = normed.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+            grid = functional.conv2d(
+                grid, weights[f"{prefix}.attn.sr.weight"], weights[f"{prefix}.attn.sr.bias"], stride=reduction
+            )
+            source = norm(grid.flatten(2).transpose(1, 2), "attn.norm", config.sequence_reduction_layer_norm_eps)
+        key_value = linear(source, "attn.kv").reshape(batch_size, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
+        attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
+        tokens = tokens + linear(attended, "attn.proj")
+        hidden = functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1"))
+        tokens = tokens + linear(hidden, "mlp.fc2")
+    return tokens
+
+
 def official_classifier_forward(
     state_dict: dict[str, torch.Tensor], config: PvtConfig, pixel_values: torch.Tensor
 ) -> torch.Tensor:
     """Logits of the official PVT v1 classifier at its native image size, computed straight from the official
     keys with torch.nn.functional (eval mode: no dropout, no drop path)."""
     weights = state_dict
-    hidden_states = pixel_values
+    feature_map = pixel_values
     batch_size = pixel_values.shape[0]
     for stage in range(1, config.num_encoder_blocks + 1):
-        index = stage - 1
-        hidden_size, heads = config.hidden_sizes[index], config.num_attention_heads[index]
-        head_dim = hidden_size // heads
-        reduction = config.sequence_reduction_ratios[index]
-        feature_map = functional.conv2d(
-            hidden_states,
-            weights[f"patch_embed{stage}.proj.weight"],
-            weights[f"patch_embed{stage}.proj.bias"],
-            stride=config.strides[index],
-        )
-        height, width = feature_map.shape[-2:]
-        tokens = functional.layer_norm(
-            feature_map.flatten(2).transpose(1, 2),
-            (hidden_size,),
-            weights[f"patch_embed{stage}.norm.weight"],
-            weights[f"patch_embed{stage}.norm.bias"],
-            config.patch_embedding_layer_norm_eps,
-        )
+        tokens, height, width = official_patch_embedding(weights, config, stage, feature_map)
         if stage == config.num_encoder_blocks:
             tokens = torch.cat((weights["cls_token"].expand(batch_size, -1, -1), tokens), dim=1)
-        tokens = tokens + weights[f"pos_embed{stage}"]
-        for layer in range(config.depths[index]):
-            prefix = f"block{stage}.{layer}"
-
-            def linear(inputs, name, prefix=prefix):
-                return functional.linear(
-                    inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
-                )
-
-            def norm(inputs, name, eps, prefix=prefix, hidden_size=hidden_size):
-                return functional.layer_norm(
-                    inputs, (hidden_size,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
-                )
-
-            normed = norm(tokens, "norm1", config.layer_norm_eps)
-            num_tokens = normed.shape[1]
-            query = linear(normed, "attn.q").reshape(batch_size, num_tokens, heads, head_dim).permute(0, 2, 1, 3)
-            source = normed
-            if reduction > 1:
-                grid = normed.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
-                grid = functional.conv2d(
-                    grid, weights[f"{prefix}.attn.sr.weight"], weights[f"{prefix}.attn.sr.bias"], stride=reduction
-                )
-                source = norm(grid.flatten(2).transpose(1, 2), "attn.norm", config.sequence_reduction_layer_norm_eps)
-            # kv rows: all key channels, then all value channels
-            key_value = linear(source, "attn.kv").reshape(batch_size, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-            scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
-            attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
-            tokens = tokens + linear(attended, "attn.proj")
-            mlp = linear(functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1")), "mlp.fc2")
-            tokens = tokens + mlp
+        tokens = official_layers(weights, config, stage, tokens + weights[f"pos_embed{stage}"], height, width)
         if stage < config.num_encoder_blocks:
-            hidden_states = tokens.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+            feature_map = tokens.transpose(1, 2).reshape(batch_size, -1, height, width)
     tokens = functional.layer_norm(
         tokens, (config.hidden_sizes[-1],), weights["norm.weight"], weights["norm.bias"], config.layer_norm_eps
     )
@@ -652,27 +667,10 @@ def official_dense_backbone_forward(
     token, no final norm."""
     weights = backbone
     feature_map = pixel_values
-    batch_size = pixel_values.shape[0]
     outputs = []
     for stage in range(1, config.num_encoder_blocks + 1):
-        index = stage - 1
-        hidden_size, heads = config.hidden_sizes[index], config.num_attention_heads[index]
-        head_dim = hidden_size // heads
-        reduction = config.sequence_reduction_ratios[index]
-        feature_map = functional.conv2d(
-            feature_map,
-            weights[f"patch_embed{stage}.proj.weight"],
-            weights[f"patch_embed{stage}.proj.bias"],
-            stride=config.strides[index],
-        )
-        height, width = feature_map.shape[-2:]
-        tokens = functional.layer_norm(
-            feature_map.flatten(2).transpose(1, 2),
-            (hidden_size,),
-            weights[f"patch_embed{stage}.norm.weight"],
-            weights[f"patch_embed{stage}.norm.bias"],
-            config.patch_embedding_layer_norm_eps,
-        )
+        tokens, height, width = official_patch_embedding(weights, config, stage, feature_map)
+        hidden_size = tokens.shape[-1]
         table = weights[f"pos_embed{stage}"]
         grid_side = math.isqrt(table.shape[1])
         table = table[:, table.shape[1] - grid_side * grid_side :]  # drops a class slot in front, if any
@@ -680,37 +678,8 @@ def official_dense_backbone_forward(
             grid = table.reshape(1, grid_side, grid_side, hidden_size).permute(0, 3, 1, 2)
             grid = functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
             table = grid.flatten(2).transpose(1, 2)
-        tokens = tokens + table
-        for layer in range(config.depths[index]):
-            prefix = f"block{stage}.{layer}"
-
-            def linear(inputs, name, prefix=prefix):
-                return functional.linear(
-                    inputs, weights[f"{prefix}.{name}.weight"], weights.get(f"{prefix}.{name}.bias")
-                )
-
-            def norm(inputs, name, eps, prefix=prefix, width=hidden_size):
-                return functional.layer_norm(
-                    inputs, (width,), weights[f"{prefix}.{name}.weight"], weights[f"{prefix}.{name}.bias"], eps
-                )
-
-            normed = norm(tokens, "norm1", config.layer_norm_eps)
-            num_tokens = normed.shape[1]
-            query = linear(normed, "attn.q").reshape(batch_size, num_tokens, heads, head_dim).permute(0, 2, 1, 3)
-            source = normed
-            if reduction > 1:
-                grid = normed.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
-                grid = functional.conv2d(
-                    grid, weights[f"{prefix}.attn.sr.weight"], weights[f"{prefix}.attn.sr.bias"], stride=reduction
-                )
-                source = norm(grid.flatten(2).transpose(1, 2), "attn.norm", config.sequence_reduction_layer_norm_eps)
-            key_value = linear(source, "attn.kv").reshape(batch_size, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-            scores = (query @ key_value[0].transpose(-2, -1)) * head_dim**-0.5
-            attended = (scores.softmax(dim=-1) @ key_value[1]).transpose(1, 2).reshape(batch_size, num_tokens, -1)
-            tokens = tokens + linear(attended, "attn.proj")
-            hidden = functional.gelu(linear(norm(tokens, "norm2", config.layer_norm_eps), "mlp.fc1"))
-            tokens = tokens + linear(hidden, "mlp.fc2")
-        feature_map = tokens.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+        tokens = official_layers(weights, config, stage, tokens + table, height, width)
+        feature_map = tokens.transpose(1, 2).reshape(tokens.shape[0], hidden_size, height, width)
         outputs.append(feature_map)
     return outputs
 

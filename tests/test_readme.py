@@ -120,6 +120,16 @@ def test_readme_python_blocks_run_in_order_offline_from_a_pip_install(tmp_path):
     shows works against the installed copy, with the package data it needs (the card template, the metric)."""
     target = tmp_path / "site"
     install_into(target)
+    # what pip installs of ours: the two model modules, the package (with its data) and the console commands
+    ours = sorted(
+        path.name
+        for path in target.iterdir()
+        if path.suffix == ".py" or path.is_dir() and path.name not in ("__pycache__", "bin")
+        if not path.name.endswith(".dist-info")
+    )
+    assert ours == ["configuration_pvt.py", "modeling_pvt.py", "pvt_tools"]
+    assert (target / "bin" / "pvt-train").is_file() and (target / "bin" / "pvt-export-onnx").is_file()
+    assert (target / "pvt_tools" / "training" / "metrics" / "top_k_accuracy" / "top_k_accuracy.py").is_file()
     blocks = readme_python_blocks()
     assert len(blocks) >= 6
     statements = import_statements(blocks)
