@@ -86,6 +86,16 @@ def onnx_profile(path: Path, pixel_values: np.ndarray, threads: int, runs: int =
     return {name: round(value / overall, 4) for name, value in sorted(totals.items(), key=lambda item: -item[1])[:8]}
 
 
+def cpu_has_bfloat16_instructions() -> bool:
+    """Whether the CPU reports bfloat16 matrix instructions (AVX512-BF16 or AMX): without them PyTorch's bfloat16
+    matrix multiplies are emulated and slow (Linux flags; False where /proc/cpuinfo is unavailable)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def run_deployment_benchmark(
     *,
     variant: str = "pvt-small",
@@ -100,7 +110,7 @@ def run_deployment_benchmark(
     import onnxruntime
     from transformers import PvtForImageClassification as BuiltinPvtForImageClassification
 
-    from modeling_pvt import CPU_HAS_BFLOAT16_MATMUL, PvtForImageClassification
+    from modeling_pvt import PvtForImageClassification
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -180,7 +190,7 @@ def run_deployment_benchmark(
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "processor": platform.processor() or platform.machine(),
-            "cpu_has_bfloat16_matmul": CPU_HAS_BFLOAT16_MATMUL,
+            "cpu_has_bfloat16_matmul": cpu_has_bfloat16_instructions(),
         },
     }
 
