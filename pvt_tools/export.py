@@ -125,6 +125,12 @@ def load_model_for_task(model_name_or_path: str | os.PathLike, task: str) -> nn.
     from modeling_pvt import PvtBackbone, PvtForImageClassification
 
     check_task(task)
+    looks_like_a_path = os.sep in str(model_name_or_path) or str(model_name_or_path).startswith(".")
+    if looks_like_a_path and not Path(model_name_or_path).is_dir():
+        raise OnnxExportError(
+            f"No folder at {model_name_or_path}: give a folder written by save_pretrained / export_model (e.g. a "
+            "training run's --output_dir), or a Hub repo id such as org/pvt-small."
+        )
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(str(model_name_or_path))
     except (OSError, ValueError) as error:
