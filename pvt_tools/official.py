@@ -567,10 +567,11 @@ def read_checkpoint_weights_only(path: str | Path) -> object:
         raise OfficialCheckpointError(
             f"{path} is refused: besides tensors it holds a Python object ({name}; in mmdetection / mmsegmentation "
             "checkpoints usually inside 'meta'), and unpickling it could run arbitrary code. Only if you trust the "
-            "file, re-save its weights alone with a trusted script and convert that file: checkpoint = "
-            'torch.load(path, weights_only=False), then torch.save({"state_dict": checkpoint["state_dict"]}, '
-            '"weights_only.pth") for an mmdetection / mmsegmentation checkpoint, or '
-            'torch.save(checkpoint["model"], "weights_only.pth") for a classifier.'
+            "file, allow that one object and re-save the weights alone, still with weights_only=True: "
+            f"`with torch.serialization.safe_globals([{name}]): checkpoint = torch.load(path, weights_only=True)`, "
+            'then torch.save({"state_dict": checkpoint["state_dict"]}, "weights_only.pth") for an mmdetection / '
+            'mmsegmentation checkpoint, or torch.save(checkpoint["model"], "weights_only.pth") for a classifier, '
+            "and convert that file."
         ) from error
     except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
         raise unreadable_checkpoint_error(path, error) from error
