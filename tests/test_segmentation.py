@@ -35,6 +35,7 @@ from pvt_tools.training.detection_data import (
 )
 from pvt_tools.training.segmentation import (
     freeze_backbone_stages,
+    majority_class_confusion,
     scores_from_confusion,
 )
 from pvt_tools.training.segmentation_data import (
@@ -129,6 +130,27 @@ def test_scores_follow_the_mean_iou_definitions_of_scikit_learn():
     assert scores["overall_accuracy"] == pytest.approx(accuracy_score(truth, guess))
 
 
+def test_majority_class_baseline_is_scoring_a_constant_prediction():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(4, size=400, p=[0.7, 0.1, 0.15, 0.05])  # class 0 most frequent, as the digits' background
+    predictions = rng.integers(0, 4, size=400)
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    confusion = MulticlassConfusionMatrix(num_classes=5)(torch.from_numpy(predictions), torch.from_numpy(labels))
+    baseline = scores_from_confusion(majority_class_confusion(confusion))
+    constant = np.zeros_like(labels)
+    iou = jaccard_score(labels, constant, labels=[0, 1, 2, 3], average=None, zero_division=0)
+    assert baseline["mean_iou"] == pytest.approx(iou.mean())  # class 4: absent from both, left out
+    assert (
+        baseline["overall_accuracy"]
+        == pytest.approx(accuracy_score(labels, constant))
+        == pytest.approx(np.mean(labels == 0))
+    )
+    assert baseline["mean_accuracy"] == pytest.approx(
+        recall_score(labels, constant, labels=[0, 1, 2, 3], average=None).mean()
+    )
+
+
 # --- freezing ---------------------------------------------------------------------------------------------------
 
 
@@ -186,6 +208,7 @@ def check_run_folder(run, results: dict, architecture: str, task: str = "semanti
     assert json.loads((run / "all_results.json").read_text()) == results
     for name in ("eval_mean_iou", "eval_mean_accuracy", "eval_overall_accuracy"):
         assert 0.0 <= results[name] <= 1.0, name
+        assert 0.0 <= results[name.replace("eval_", "majority_class_baseline_")] <= 1.0, name
     assert len(results["eval_per_category_iou"]) == (11 if task == "semantic" else 10)
     for picture in ("training_curves.png", "validation_predictions.png"):
         assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

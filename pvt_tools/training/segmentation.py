@@ -243,6 +243,15 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict:
     }
 
 
+def majority_class_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    """The confusion matrix of a model that learned nothing: every pixel called the most frequent ground-truth
+    class. Its scores are the baseline a trained model has to beat (on the digits: all background)."""
+    ground_truth = confusion.sum(dim=1)
+    baseline = torch.zeros_like(confusion)
+    baseline[:, ground_truth.argmax()] = ground_truth
+    return baseline
+
+
 def segmenter_outputs(model, batch: dict):
     """The model's raw outputs for a batch (no gradients)."""
     inputs = {"pixel_values": batch["pixel_values"]}
@@ -287,6 +296,7 @@ class SegmentationEvaluator:
         self.dataloader, self.image_processor, self.accelerator = dataloader, image_processor, accelerator
         self.id2label, self.task = id2label, task
         self.last_scores: dict = {}
+        self.baseline_scores: dict = {}
 
     def __call__(self, model) -> dict[str, float]:
         from torchmetrics.detection import MeanAveragePrecision
@@ -303,7 +313,9 @@ class SegmentationEvaluator:
                 pairs = instance_pairs(outputs, batch, self.image_processor)
                 pairs = self.accelerator.gather_for_metrics(pairs, use_gather_object=True)
                 mask_map.update([prediction for prediction, _ in pairs], [target for _, target in pairs])
-        self.last_scores = scores_from_confusion(metric.compute())
+        confusion = metric.compute()
+        self.last_scores = scores_from_confusion(confusion)
+        self.baseline_scores = scores_from_confusion(majority_class_confusion(confusion))
         per_class = {self.id2label[index]: value for index, value in enumerate(self.last_scores["per_category_iou"])}
         shown = ", ".join(f"{name} {value:.3f}" for name, value in per_class.items())
         self.accelerator.print(f"per-class IoU: {shown}")
@@ -482,6 +494,7 @@ def train_segmenter(args: argparse.Namespace) -> dict:
         **{f"eval_{name}": value for name, value in history.last_evaluation.items() if name not in ("step", "epoch")},
         "eval_per_category_iou": evaluator.per_category("per_category_iou"),
         "eval_per_category_accuracy": evaluator.per_category("per_category_accuracy"),
+        **{f"majority_class_baseline_{name}": round(evaluator.baseline_scores[name], 4) for name in REPORTED_METRICS},
         "train_loss": history.steps[-1]["loss"] if history.steps else None,
         "completed_steps": history.last_evaluation["step"],
         "epoch": history.last_evaluation["epoch"],
@@ -511,6 +524,7 @@ __all__ = [
     "build_segmentation_model",
     "class_names",
     "freeze_backbone_stages",
+    "majority_class_confusion",
     "load_segmentation_dataset",
     "make_batch_transform",
     "make_image_processor",
