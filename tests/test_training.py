@@ -24,10 +24,16 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 from modeling_pvt import PvtForImageClassification
 from pvt_tools.commands import demo, finetune_with_trainer, train
 from pvt_tools.hub import PushError, validate_export_dir
-from pvt_tools.training import classification
+from pvt_tools.training import classification, detection_data
 from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError, list_checkpoints
 from pvt_tools.training.classification import TOP_K_ACCURACY_METRIC
-from pvt_tools.training.data import DataArguments, DataError, load_image_classification_dataset, to_rgb
+from pvt_tools.training.data import (
+    DataArguments,
+    DataError,
+    digits_split_indices,
+    load_image_classification_dataset,
+    to_rgb,
+)
 from pvt_tools.training.loop import UsageError, weight_decay_parameter_groups
 from tests.conftest import REPO_ROOT, tiny_config
 
@@ -119,6 +125,23 @@ def test_default_dataset_is_scikit_learn_digits_with_a_fixed_split():
         if np.allclose(255 - pixels, digits.images[index] * 255 / 16, atol=0.5)
     ]
     assert matches, "the image is not one of scikit-learn's scans of its digit"
+
+
+def test_canvases_draw_their_digits_from_the_classification_split(monkeypatch):
+    # The scans behind digits_split_indices are exactly the classifier's default training / validation images ...
+    dataset, _ = load_image_classification_dataset(DataArguments())
+    indices = digits_split_indices()
+    scans = np.round(load_digits().images * 255 / 16)
+    for name in ("train", "validation"):
+        ink = np.stack([255 - np.asarray(image)[:, :, 0] for image in dataset[name]["image"]])
+        np.testing.assert_array_equal(ink, scans[indices[name]])
+    assert not set(indices["train"]) & set(indices["validation"])
+    # ... and the detection / segmentation canvases take their digits from those parts only.
+    threes = [int(index) for index in np.flatnonzero(load_digits().target == 3)]
+    monkeypatch.setattr(detection_data, "digits_split_indices", lambda: {"train": [], "validation": threes})
+    canvases = detection_data.make_digits_detection_dataset(8, canvas_size=64, digit_sizes=(16, 32), split="validation")
+    categories = {category for objects in canvases["objects"] for category in objects["category"]}
+    assert categories == {3}
 
 
 def test_to_rgb_handles_grayscale_alpha_palette_cmyk_and_16_bit():

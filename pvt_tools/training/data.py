@@ -33,7 +33,9 @@ from torchvision.transforms import v2
 
 # Fixed, so that the validation split and sample subsets stay the same whatever the training --seed.
 SPLIT_SEED = 1234
+DEFAULT_TRAIN_VAL_SPLIT = 0.15
 DIGITS_DATASET_NAME = "scikit-learn-digits"
+DIGIT_NAMES = [str(digit) for digit in range(10)]
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -79,7 +81,8 @@ class DataArguments:
         metadata={"help": "With --streaming: examples shuffled together (0: the source's order, exact resumption)."},
     )
     train_val_split: float = field(
-        default=0.15, metadata={"help": "Fraction of train split off for validation if there is no validation split."}
+        default=DEFAULT_TRAIN_VAL_SPLIT,
+        metadata={"help": "Fraction of train split off for validation if there is no validation split."},
     )
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "The column holding the class indices."})
@@ -273,11 +276,32 @@ def load_digits_dataset() -> DatasetDict:
     digits = load_digits()
     ink = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8): 0..16 ink levels -> 0..255
     images = [PIL.Image.fromarray(np.repeat(255 - scan[:, :, None], 3, axis=2)) for scan in ink]
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": ClassLabel(names=[str(digit) for digit in range(10)])}
-    )
+    features = datasets.Features({"image": datasets.Image(), "label": ClassLabel(names=DIGIT_NAMES)})
     train = Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
     return DatasetDict({"train": train})
+
+
+def split_off_validation(train: Dataset, fraction: float, label_column: str) -> DatasetDict:
+    """`fraction` of `train` held out for validation: seeded (SPLIT_SEED), stratified by class when the labels are
+    a ClassLabel."""
+    stratify = isinstance(train.features[label_column], ClassLabel)
+    parts = train.train_test_split(
+        test_size=fraction, seed=SPLIT_SEED, stratify_by_column=label_column if stratify else None
+    )
+    return DatasetDict({"train": parts["train"], "validation": parts["test"]})
+
+
+def digits_split_indices() -> dict[str, list[int]]:
+    """Which of scikit-learn's digit scans are training and which validation digits. The classification default
+    holds these out (--train_val_split 0.15), and the detection and segmentation canvases draw their digits from the
+    same parts, so a backbone pretrained on the digits has seen none of their validation digits."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target.tolist()
+    features = datasets.Features({"index": datasets.Value("int64"), "label": ClassLabel(names=DIGIT_NAMES)})
+    indexed = Dataset.from_dict({"index": list(range(len(labels))), "label": labels}, features=features)
+    split = split_off_validation(indexed, DEFAULT_TRAIN_VAL_SPLIT, "label")  # the same call as the classifier's
+    return {name: part["index"] for name, part in split.items()}
 
 
 def load_raw_dataset(args: DataArguments) -> DatasetDict:
@@ -428,19 +452,13 @@ def load_image_classification_dataset(args: DataArguments) -> tuple[DatasetDict,
                 f"The dataset has no 'validation' split (its splits: {list(dataset)}) and --train_val_split is 0: "
                 "give a validation split (--validation_dir) or a fraction of train to split off."
             )
-        stratify = isinstance(dataset["train"].features[args.label_column_name], ClassLabel)
         try:
-            parts = dataset["train"].train_test_split(
-                test_size=args.train_val_split,
-                seed=SPLIT_SEED,
-                stratify_by_column=args.label_column_name if stratify else None,
-            )
+            dataset = split_off_validation(dataset["train"], args.train_val_split, args.label_column_name)
         except ValueError as error:
             raise DataError(
                 f"Cannot split {args.train_val_split:.0%} of the {len(dataset['train'])} training examples off for "
                 f"validation ({error}). Give more data, a validation split, or another --train_val_split."
             ) from error
-        dataset = DatasetDict({"train": parts["train"], "validation": parts["test"]})
     dataset = DatasetDict({"train": dataset["train"], "validation": dataset["validation"]})
     for split_name, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
         if limit is not None:
@@ -652,9 +670,11 @@ __all__ = [
     "class_names",
     "collate_image_batch",
     "dataset_label",
+    "digits_split_indices",
     "load_digits_dataset",
     "load_image_classification_dataset",
     "make_batch_transform",
     "report_skipped_images",
+    "split_off_validation",
     "to_rgb",
 ]

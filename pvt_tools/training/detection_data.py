@@ -12,7 +12,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-DIGIT_NAMES = [str(digit) for digit in range(10)]
+from pvt_tools.training.data import DIGIT_NAMES, digits_split_indices
+
 INK_THRESHOLD = 64  # a resized digit's pixels at least this bright (of 255) count for its box
 
 
@@ -76,15 +77,15 @@ def make_digits_detection_dataset(
     seed: int = 0,
 ) -> datasets.Dataset:
     """`num_images` canvases of `canvas_size` pixels, each with 1-3 non-overlapping digits of 20-48 pixels on a
-    noisy dark background. "train" draws from the first 80 % of scikit-learn's digits, any other split from the
-    remaining 20 %, so validation digits are unseen."""
+    noisy dark background. "train" draws from the classification default's training digits, any other split from
+    its validation digits (`digits_split_indices`), so validation digits are unseen, also by a classifier
+    pretrained on the digits."""
     from sklearn.datasets import load_digits
 
     if digit_sizes[1] > canvas_size:
         raise ValueError(f"digit_sizes {digit_sizes} do not fit a {canvas_size}-pixel canvas: lower them.")
     digits = load_digits()
-    boundary = int(0.8 * len(digits.images))
-    pool = range(boundary) if split == "train" else range(boundary, len(digits.images))
+    pool = digits_split_indices()["train" if split == "train" else "validation"]
     rng = np.random.default_rng(seed)
     features = detection_features(DIGIT_NAMES)
     rows = []
@@ -187,7 +188,6 @@ def check_boxes(dataset: datasets.Dataset, on_invalid: str = "drop") -> tuple[da
 
 
 __all__ = [
-    "DIGIT_NAMES",
     "box_problem",
     "category_names",
     "check_boxes",

@@ -17,11 +17,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from pvt_tools.training.detection_data import (
-    DIGIT_NAMES,
-    INK_THRESHOLD,
-    make_digits_detection_dataset,
-)
+from pvt_tools.training.data import DIGIT_NAMES
+from pvt_tools.training.detection_data import INK_THRESHOLD, make_digits_detection_dataset
 
 BACKGROUND = "background"
 IGNORE_INDEX = 255  # the label of pixels that count for no class (Transformers' segmentation examples)
@@ -62,7 +59,8 @@ def make_digits_segmentation_dataset(
     digit_sizes: tuple[int, int] | None = None,
 ) -> datasets.Dataset:
     """`num_images` digits canvases with their annotations (see the module docstring); "train" draws digits from
-    the first 80 % of scikit-learn's digits, any other split from the rest. Same seed, same data."""
+    the classification default's training digits, any other split from its validation digits. Same seed, same
+    data."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
     detection = make_digits_detection_dataset(
