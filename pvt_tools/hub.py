@@ -496,13 +496,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def published_files(model_dir: Path) -> list[str]:
+    """The paths, relative to a valid export folder, of what a push publishes and the local Hub cache holds: the
+    export files, then the ONNX graphs (onnx/*.onnx) when the export has them."""
+    onnx_files = [f"{ONNX_FOLDER}/{path.name}" for path in sorted((model_dir / ONNX_FOLDER).glob("*.onnx"))]
+    return [*sorted(EXPORT_FILES), *onnx_files]
+
+
 def plan_upload(model_dir: str | os.PathLike) -> list[UploadFile]:
     """The files of a valid export, in upload order, with their sizes and sha256 digests."""
     model_dir = validate_export_dir(model_dir)
-    onnx_files = [f"{ONNX_FOLDER}/{path.name}" for path in sorted((model_dir / ONNX_FOLDER).glob("*.onnx"))]
     return [
         UploadFile(name, (model_dir / name).stat().st_size, sha256_of(model_dir / name))
-        for name in [*sorted(EXPORT_FILES), *onnx_files]
+        for name in published_files(model_dir)
     ]
 
 
@@ -607,7 +613,8 @@ def place_in_hub_cache(
     cache_dir: str | os.PathLike | None = None,
     revision: str = "main",
 ) -> Path:
-    """Copy the export in `model_dir` into the Hub cache as `repo_id` at `revision`; returns the snapshot folder."""
+    """Copy the export in `model_dir` (the files a push publishes, `published_files`) into the Hub cache as
+    `repo_id` at `revision`; returns the snapshot folder."""
     validate_repo_id(repo_id)  # raises HFValidationError (a ValueError) naming the problem
     model_dir = validate_export_dir(model_dir)
     cache_dir = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
@@ -615,7 +622,7 @@ def place_in_hub_cache(
     for folder in ("blobs", "snapshots", "refs"):
         (storage / folder).mkdir(parents=True, exist_ok=True)
 
-    etags = {name: hub_etag(model_dir / name) for name in EXPORT_FILES}
+    etags = {name: hub_etag(model_dir / name) for name in published_files(model_dir)}
     commit = snapshot_commit_hash(etags)
     for name, etag in etags.items():
         blob = storage / "blobs" / etag
@@ -629,6 +636,7 @@ def place_in_hub_cache(
         staging = Path(tempfile.mkdtemp(prefix=f".{commit}.tmp-", dir=storage / "snapshots"))
         try:
             for name, etag in etags.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)  # onnx/ for the ONNX graphs
                 link_or_copy(storage / "blobs" / etag, staging / name)
             staging.chmod(0o755)
             staging.rename(snapshot)

@@ -150,29 +150,38 @@ def names_a_missing_object(dotted_name: str) -> bool:
     return module is not None and not hasattr(module, attribute)
 
 
-def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of an official .pth file, read with `torch.load(weights_only=True)` only: nothing else in the
-    file is ever unpickled. Zip-format files (PyTorch >= 1.6) are checked for truncation first; the legacy
-    format (the authors' "PyTorch<=1.5" downloads) reports truncation while it is read."""
+def read_checkpoint_weights_only(path: str | Path) -> object:
+    """Everything in a .pth file, read with `torch.load(weights_only=True)` only; a file holding other Python
+    objects (for mmcv checkpoints, typically in "meta") is refused with the way around it, never unpickled.
+    Zip-format files (PyTorch >= 1.6) are checked for truncation first; the legacy format (the authors'
+    "PyTorch<=1.5" downloads) reports truncation while it is read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     check_not_truncated(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         name = refused_global(error)
         if name is None or names_a_missing_object(name):
             raise unreadable_checkpoint_error(path, error) from error
         raise OfficialCheckpointError(
-            f"{path} is refused: it holds Python objects other than tensors ({name}), and unpickling those could "
-            "run arbitrary code. Only if you trust its source and that class, allow it by name and re-save the "
-            "weights alone, then convert that file: with torch.serialization.safe_globals([<that class>]): "
-            'torch.save(torch.load(path, weights_only=True)["model"], "weights_only.pth").'
+            f"{path} is refused: besides tensors it holds a Python object ({name}; in mmdetection / mmsegmentation "
+            "checkpoints usually inside 'meta'), and unpickling it could run arbitrary code. Only if you trust the "
+            "file, allow that one object and re-save the weights alone, still with weights_only=True: "
+            f"`with torch.serialization.safe_globals([{name}]): checkpoint = torch.load(path, weights_only=True)`, "
+            'then torch.save({"state_dict": checkpoint["state_dict"]}, "weights_only.pth") for an mmdetection / '
+            'mmsegmentation checkpoint, or torch.save(checkpoint["model"], "weights_only.pth") for a classifier, '
+            "and convert that file."
         ) from error
     except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
         raise unreadable_checkpoint_error(path, error) from error
-    return unwrap_state_dict(loaded, path)
+
+
+def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an official .pth file (`read_checkpoint_weights_only`), as is or under "model" /
+    "state_dict"."""
+    return unwrap_state_dict(read_checkpoint_weights_only(path), Path(path))
 
 
 def unreadable_checkpoint_error(path: Path, error: Exception) -> OfficialCheckpointError:
@@ -336,23 +345,28 @@ def official_key_shapes(config: PvtConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def key_problems(
+    weights: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], name_prefix: str = ""
+) -> list[str]:
+    """One line per kind of mismatch (missing, extra, mis-shaped keys), each naming every key, so that a damaged
+    checkpoint is described at once; keys are shown with `name_prefix` (as the checkpoint spells them)."""
+    missing = [f"{name_prefix}{key}" for key in expected if key not in weights]
+    extra = [f"{name_prefix}{key}" for key in weights if key not in expected]
+    misshaped = [
+        f"{name_prefix}{key}: {tuple(weights[key].shape)}, expected {shape}"
+        for key, shape in expected.items()
+        if key in weights and tuple(weights[key].shape) != shape
+    ]
+    return [
+        f"{len(names)} {kind}: {names}"
+        for kind, names in (("missing keys", missing), ("extra keys", extra), ("keys with the wrong shape", misshaped))
+        if names
+    ]
+
+
 def check_official_state_dict(state_dict: dict[str, torch.Tensor], config: PvtConfig) -> None:
     """Raise OfficialCheckpointError listing every missing, extra and mis-shaped key, if there are any."""
-    expected = official_key_shapes(config)
-    missing = [key for key in expected if key not in state_dict]
-    extra = [key for key in state_dict if key not in expected]
-    misshaped = [
-        f"{key}: {tuple(state_dict[key].shape)}, expected {shape}"
-        for key, shape in expected.items()
-        if key in state_dict and tuple(state_dict[key].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {missing}")
-    if extra:
-        problems.append(f"{len(extra)} extra keys: {extra}")
-    if misshaped:
-        problems.append(f"{len(misshaped)} keys with the wrong shape: {misshaped}")
+    problems = key_problems(state_dict, official_key_shapes(config))
     if problems:
         raise OfficialCheckpointError(
             "Not an official PVT v1 classifier checkpoint for the architecture its weights describe "
@@ -551,32 +565,6 @@ DENSE_EXPORT_FILES = ("config.json", "model.safetensors", "configuration_pvt.py"
 DENSE_VERIFICATION_RELATIVE_TOLERANCE = 1e-4  # of the largest reference activation, per feature map
 
 
-def read_checkpoint_weights_only(path: str | Path) -> object:
-    """Everything in a .pth file, read with `torch.load(weights_only=True)` only; a file holding other Python
-    objects (for mmcv checkpoints, typically in "meta") is refused with the way around it, never unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
-    check_not_truncated(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        name = refused_global(error)
-        if name is None or names_a_missing_object(name):
-            raise unreadable_checkpoint_error(path, error) from error
-        raise OfficialCheckpointError(
-            f"{path} is refused: besides tensors it holds a Python object ({name}; in mmdetection / mmsegmentation "
-            "checkpoints usually inside 'meta'), and unpickling it could run arbitrary code. Only if you trust the "
-            "file, allow that one object and re-save the weights alone, still with weights_only=True: "
-            f"`with torch.serialization.safe_globals([{name}]): checkpoint = torch.load(path, weights_only=True)`, "
-            'then torch.save({"state_dict": checkpoint["state_dict"]}, "weights_only.pth") for an mmdetection / '
-            'mmsegmentation checkpoint, or torch.save(checkpoint["model"], "weights_only.pth") for a classifier, '
-            "and convert that file."
-        ) from error
-    except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
-        raise unreadable_checkpoint_error(path, error) from error
-
-
 def is_dense_prediction_checkpoint(loaded: object) -> bool:
     """Whether a loaded checkpoint has the mmdetection / mmsegmentation layout with a backbone: a "state_dict"
     whose keys include "backbone.*"."""
@@ -639,18 +627,7 @@ def check_dense_backbone_state_dict(backbone: dict[str, torch.Tensor], config: P
     position_embeddings = backbone.get("pos_embed4")
     if position_embeddings is not None and tuple(position_embeddings.shape) == (1, with_slot[1] - 1, with_slot[2]):
         backbone["pos_embed4"] = torch.cat((position_embeddings.new_zeros(1, 1, with_slot[2]), position_embeddings), 1)
-    missing = [f"backbone.{key}" for key in expected if key not in backbone]
-    extra = [f"backbone.{key}" for key in backbone if key not in expected]
-    misshaped = [
-        f"backbone.{key}: {tuple(backbone[key].shape)}, expected {shape}"
-        for key, shape in expected.items()
-        if key in backbone and tuple(backbone[key].shape) != shape
-    ]
-    problems = [
-        f"{len(names)} {kind}: {names}"
-        for kind, names in (("missing keys", missing), ("extra keys", extra), ("keys with the wrong shape", misshaped))
-        if names
-    ]
+    problems = key_problems(backbone, expected, name_prefix=DENSE_BACKBONE_PREFIX)
     if problems:
         raise OfficialCheckpointError(
             "Not an official PVT v1 dense-prediction backbone for the architecture its weights describe (hidden "

@@ -4,6 +4,7 @@ profile's accounting, the key ratios, and the written report."""
 import json
 import os
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pvt_tools.benchmark import memory, plan, profile, report, timing
+from pvt_tools.benchmark import deployment, memory, plan, profile, report, timing
 from pvt_tools.benchmark.plan import BUILTIN, COMPILED, EAGER, OURS, TEST_VARIANT
 from pvt_tools.benchmark.timing import Comparison, Timing
 from pvt_tools.commands import benchmark as command
@@ -279,3 +280,64 @@ def test_main_writes_table_json_and_plot(tmp_path, capsys):
     image = matplotlib.image.imread(tmp_path / "throughput_vs_resolution.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     assert not list(tmp_path.glob(".*partial*"))
+
+
+DEPLOYMENT_IMPLEMENTATIONS = [
+    "builtin_eager_float32",
+    "ours_eager_float32",
+    "builtin_eager_bfloat16",
+    "ours_eager_bfloat16",
+    "onnxruntime_float32",
+    "onnxruntime_int8",
+]
+
+
+def test_deployment_main_reports_what_it_measured(tmp_path, monkeypatch, capsys):
+    measured = []  # (batch size, images/s) of every timed block, in the order they ran
+
+    def recording_images_per_second(run, batch_size, min_seconds):
+        value = measure(run, batch_size, min_seconds)
+        measured.append((batch_size, value))
+        return value
+
+    measure = deployment.images_per_second
+    monkeypatch.setattr(deployment, "images_per_second", recording_images_per_second)
+    output, markdown = tmp_path / "deployment.json", tmp_path / "deployment.md"
+    arguments = ["--variant", TEST_VARIANT, "--batch_sizes", "1", "2", "--image_size", "64", "--threads", "1"]
+    arguments += ["--rounds", "2", "--min_seconds", "0", "--output", str(output), "--markdown", str(markdown)]
+    threads = torch.get_num_threads()
+    try:
+        results = deployment.main(arguments)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(output.read_text()) == results
+    assert results["command"] == "python -m pvt_tools.benchmark.deployment " + " ".join(arguments)
+    assert markdown.read_text() in capsys.readouterr().out
+
+    # Each round times every implementation once, in the order above: 2 batch sizes x 2 rounds x 6.
+    assert len(measured) == 2 * 2 * len(DEPLOYMENT_IMPLEMENTATIONS)
+    timings = {}
+    for index, (batch_size, value) in enumerate(measured):
+        name = DEPLOYMENT_IMPLEMENTATIONS[index % len(DEPLOYMENT_IMPLEMENTATIONS)]
+        timings.setdefault((name, batch_size), []).append(value)
+    rows = {(row["implementation"], row["batch_size"]): row for row in results["rows"]}
+    assert list(rows) == [(name, batch_size) for batch_size in (1, 2) for name in DEPLOYMENT_IMPLEMENTATIONS]
+    table = markdown.read_text()
+    for (name, batch_size), values in timings.items():
+        row = rows[(name, batch_size)]
+        reference = statistics.median(timings[("builtin_eager_float32", batch_size)])
+        assert row["images_per_second"] == round(statistics.median(values), 2)
+        assert (row["min"], row["max"]) == (round(min(values), 2), round(max(values), 2))
+        assert row["ratio_vs_builtin_eager_float32"] == round(statistics.median(values) / reference, 3)
+        assert f"| {name} | {batch_size} | {row['images_per_second']:.1f} | " in table
+    assert all(
+        rows[("builtin_eager_float32", batch_size)]["ratio_vs_builtin_eager_float32"] == 1 for batch_size in (1, 2)
+    )
+
+    # The ONNX Runtime profile is taken at the largest batch; each is a share of the kernel time.
+    profile_shares = results["onnxruntime_operator_time_share"]
+    assert set(profile_shares) == {"onnxruntime_float32 batch 2", "onnxruntime_int8 batch 2"}
+    for shares in profile_shares.values():
+        assert shares and all(0 < share <= 1 for share in shares.values()) and sum(shares.values()) <= 1.0001
+    assert set(results["file_sizes_mb"]) == {"model.onnx", "model_quantized.onnx"}
+    assert results["file_sizes_mb"]["model_quantized.onnx"] < results["file_sizes_mb"]["model.onnx"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import huggingface_hub
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
@@ -776,10 +777,24 @@ def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
 
     # placing the same export again changes nothing; a new export becomes a new snapshot that main points to
     assert local_hub_cache.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache) == snapshot
-    retrained = export_model(tiny_classifier(seed=1), tmp_path / "export2")
+    retrained_model = tiny_classifier(seed=1).eval()
+    retrained = export_model(retrained_model, tmp_path / "export2", onnx=True)
     new_snapshot = local_hub_cache.place_in_hub_cache(retrained, "org/pvt-test", cache_dir=cache)
     assert new_snapshot != snapshot and snapshot.is_dir()
     assert (storage / "refs" / "main").read_text() == new_snapshot.name
+
+    # the ONNX graph of an export made with onnx=True arrives too, under onnx/, and runs as downloaded
+    onnx_path = huggingface_hub.hf_hub_download(
+        "org/pvt-test", "onnx/model.onnx", cache_dir=cache, local_files_only=True
+    )
+    assert Path(onnx_path) == new_snapshot / "onnx" / "model.onnx"
+    assert Path(onnx_path).read_bytes() == (retrained / "onnx" / "model.onnx").read_bytes()
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    pixel_values = pixels(2)
+    (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: pixel_values.numpy()})
+    with torch.no_grad():
+        expected_logits = retrained_model(pixel_values).logits
+    torch.testing.assert_close(torch.from_numpy(onnx_logits), expected_logits, atol=1e-4, rtol=1e-4)
     assert [p.name for p in (storage / "snapshots").iterdir() if p.name.startswith(".")] == []
     with pytest.raises(ValueError, match="--"):
         local_hub_cache.place_in_hub_cache(export_dir, "org/pvt--test", cache_dir=cache)

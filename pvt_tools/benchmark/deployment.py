@@ -26,33 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pvt_tools.benchmark.plan import TEST_VARIANT, benchmark_config, builtin_config
 from pvt_tools.export import onnx_session, quantize_int8, write_onnx
 
 REFERENCE = "builtin_eager_float32"
 DEFAULT_JSON = Path("benchmarks/deployment_cpu_2cores.json")
 DEFAULT_MARKDOWN = Path("benchmarks/deployment.md")
 COMMAND = "python -m pvt_tools.benchmark.deployment"  # main() records the arguments of the run
-
-
-def builtin_config(variant: str):
-    """Transformers' built-in PvtConfig with the architecture of one of the paper's models."""
-    from transformers import PvtConfig as BuiltinPvtConfig
-
-    from configuration_pvt import PvtConfig
-
-    ours = PvtConfig.from_variant(variant)
-    return BuiltinPvtConfig(
-        image_size=ours.image_size,
-        num_encoder_blocks=ours.num_encoder_blocks,
-        depths=list(ours.depths),
-        sequence_reduction_ratios=list(ours.sequence_reduction_ratios),
-        hidden_sizes=list(ours.hidden_sizes),
-        patch_sizes=list(ours.patch_sizes),
-        strides=list(ours.strides),
-        num_attention_heads=list(ours.num_attention_heads),
-        mlp_ratios=list(ours.mlp_ratios),
-        num_labels=1000,
-    )
 
 
 def images_per_second(run: Callable[[], object], batch_size: int, min_seconds: float) -> float:
@@ -116,7 +96,9 @@ def run_deployment_benchmark(
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(dir=work_dir) as folder:
         folder = Path(folder)
-        builtin = BuiltinPvtForImageClassification(builtin_config(variant)).eval()
+        config = builtin_config(benchmark_config(variant))
+        config.image_size = image_size  # position embeddings for the measured size: the built-in cannot resize them
+        builtin = BuiltinPvtForImageClassification(config).eval()
         builtin.save_pretrained(folder / "builtin")
         models = {
             "builtin_eager_float32": builtin,
@@ -236,7 +218,9 @@ def render_markdown(results: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="pvt-small")
+    parser.add_argument(
+        "--variant", default="pvt-small", help=f"A paper variant (pvt-tiny ... pvt-large) or {TEST_VARIANT} (seconds)."
+    )
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
