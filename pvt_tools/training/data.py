@@ -16,6 +16,7 @@ training: a missing split or column, labels out of range, an empty split, unread
 skipped and counted, `corrupt_images="skip"`).
 """
 
+import functools
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -291,7 +292,8 @@ def split_off_validation(train: Dataset, fraction: float, label_column: str) -> 
     return DatasetDict({"train": parts["train"], "validation": parts["test"]})
 
 
-def digits_split_indices() -> dict[str, list[int]]:
+@functools.cache  # a few seconds (the stratified split), the same every time
+def digits_split_indices() -> dict[str, tuple[int, ...]]:
     """Which of scikit-learn's digit scans are training and which validation digits. The classification default
     holds these out (--train_val_split 0.15), and the detection and segmentation canvases draw their digits from the
     same parts, so a backbone pretrained on the digits has seen none of their validation digits."""
@@ -301,7 +303,7 @@ def digits_split_indices() -> dict[str, list[int]]:
     features = datasets.Features({"index": datasets.Value("int64"), "label": ClassLabel(names=DIGIT_NAMES)})
     indexed = Dataset.from_dict({"index": list(range(len(labels))), "label": labels}, features=features)
     split = split_off_validation(indexed, DEFAULT_TRAIN_VAL_SPLIT, "label")  # the same call as the classifier's
-    return {name: part["index"] for name, part in split.items()}
+    return {name: tuple(part[:]["index"]) for name, part in split.items()}  # [:]: one read, not a lazy column
 
 
 def load_raw_dataset(args: DataArguments) -> DatasetDict:
