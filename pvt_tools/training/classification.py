@@ -76,6 +76,7 @@ from pvt_tools.training.loop import (
     check_warmup,
     create_accelerator,
     end_line,
+    final_eval_metrics,
     parse_checkpointing_steps,
     plan_training_steps,
     prepare_run_output_dir,
@@ -590,7 +591,7 @@ def train_image_classifier(
     )
 
     final = history.last_evaluation
-    eval_metrics = {f"eval_{name}": value for name, value in final.items() if name not in ("step", "epoch")}
+    eval_metrics = final_eval_metrics(history)
     step_losses = [record["loss"] for record in history.steps]
     results = {
         "epoch": final["epoch"],

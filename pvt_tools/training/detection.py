@@ -5,8 +5,9 @@ Data: any `datasets` object-detection data set in the layout of Transformers' ob
 `image` column and an `objects` column with COCO `bbox` and `category`), from the Hub or a local folder; by default
 the embedded digits canvases of detection_data.py, which need no download. Transformers' DetrImageProcessor /
 DeformableDetrImageProcessor resizes, normalises and converts the boxes; torchmetrics' MeanAveragePrecision
-(pycocotools) gives the COCO mAP. The loop, checkpoints and resumption are training_loop.py's, shared with the
-classification script.
+(pycocotools) gives the COCO mAP. The loop, checkpoints and resumption are loop.py's, shared with the
+classification script; data loading, the model with its PVT backbone, the optimizer groups, the dataloaders and the
+record of the run are dense.py's, shared with the segmentation script.
 
     python scripts/train_detection.py --output_dir out/detr-digits            # DETR, PVT-Tiny from scratch
     python scripts/train_detection.py --architecture deformable_detr --pvt_checkpoint path/to/pvt-small ...
@@ -28,22 +29,21 @@ from pathlib import Path
 
 import datasets
 import torch
-from torch.utils.data import DataLoader
 from torchmetrics.detection import MeanAveragePrecision
 from transformers import DeformableDetrImageProcessor, DetrImageProcessor, get_scheduler
 from transformers.image_transforms import center_to_corners_format
 
 import configuration_pvt
 import modeling_pvt
-from configuration_pvt import PVT_VARIANTS, PvtConfig
-from pvt_tools.backbones import (
-    DEFAULT_OUT_FEATURES,
-    DETECTOR_MODEL_CLASSES,
-    detector_config_with_pvt,
-    find_pvt_backbone,
-    pvt_detector_from_checkpoint,
-)
 from pvt_tools.hub import move_files_into
+from pvt_tools.training.dense import (
+    build_model_with_pvt_backbone,
+    load_train_and_validation,
+    make_dataloaders,
+    optimizer_parameter_groups,
+    run_settings,
+    training_results,
+)
 from pvt_tools.training.detection_data import (
     category_names,
     check_boxes,
@@ -52,12 +52,12 @@ from pvt_tools.training.detection_data import (
 from pvt_tools.training.loop import (
     create_accelerator,
     end_line,
+    final_eval_metrics,
     plan_training_steps,
     prepare_run_output_dir,
     resolve_warmup,
     run_summary,
     run_training,
-    weight_decay_parameter_groups,
     write_json,
 )
 
@@ -75,17 +75,12 @@ def load_detection_dataset(args: argparse.Namespace) -> datasets.DatasetDict:
         return make_digits_detection_splits(
             args.num_train_images, args.num_validation_images, args.canvas_size, seed=args.seed
         )
-    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
-    if "validation" not in dataset:
-        split = dataset["train"].train_test_split(args.train_val_split, seed=args.seed)
-        dataset = datasets.DatasetDict({"train": split["train"], "validation": split["test"]})
-    missing = {"image", "objects"} - set(dataset["train"].column_names)
-    if missing:
-        raise ValueError(
-            f"{args.dataset_name} lacks the column(s) {sorted(missing)}: a detection data set needs 'image' and "
-            f"'objects' (with COCO 'bbox' and 'category'), as Transformers' object-detection examples."
-        )
-    return dataset
+    return load_train_and_validation(
+        args,
+        required_columns={"image", "objects"},
+        requirement="a detection data set needs 'image' and 'objects' (with COCO 'bbox' and 'category'), as "
+        "Transformers' object-detection examples.",
+    )
 
 
 def coco_annotations(image_id: int, objects: dict) -> dict:
@@ -125,35 +120,10 @@ def collate_detection_batch(examples: list[dict]) -> dict:
 
 def build_detector(args: argparse.Namespace, names: list[str]):
     """DETR / Deformable DETR with a PVT backbone: pretrained from --pvt_checkpoint, else a random --pvt_variant."""
-    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
-    detector_kwargs = {**args.detector_config_overrides, "num_labels": len(names), **labels}
-    if args.pvt_checkpoint and args.pvt_config_overrides:
-        raise ValueError(
-            "--pvt_config_overrides shape a randomly initialised backbone; with --pvt_checkpoint the checkpoint "
-            "fixes the architecture. Give one of the two."
-        )
-    if args.pvt_checkpoint:
-        model = pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **detector_kwargs)
-    else:
-        settings = {**PVT_VARIANTS[args.pvt_variant], **args.pvt_config_overrides}
-        pvt_config = PvtConfig(**settings, out_features=DEFAULT_OUT_FEATURES[args.architecture])
-        config = detector_config_with_pvt(args.architecture, pvt_config, **detector_kwargs)
-        model = DETECTOR_MODEL_CLASSES[args.architecture](config)
+    model = build_model_with_pvt_backbone(args, dict(enumerate(names)))
     if args.freeze_backbone:
         model.model.freeze_backbone()
     return model
-
-
-def optimizer_parameter_groups(model, args: argparse.Namespace) -> list[dict]:
-    """AdamW groups: weight decay by module type (training_loop), and the backbone at its own learning rate."""
-    backbone = {id(parameter) for parameter in find_pvt_backbone(model).parameters()}
-    groups = []
-    for in_backbone, learning_rate in ((False, args.learning_rate), (True, args.backbone_learning_rate)):
-        for group in weight_decay_parameter_groups(model, args.weight_decay):
-            parameters = [parameter for parameter in group["params"] if (id(parameter) in backbone) == in_backbone]
-            if parameters:
-                groups.append({**group, "params": parameters, "lr": learning_rate})
-    return groups
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
@@ -252,22 +222,8 @@ def train_detector(args: argparse.Namespace) -> dict:
         do_pad=True,
         pad_size={"height": args.image_square_size, "width": args.image_square_size},
     )
-    transform = make_batch_transform(image_processor)
-    # Each dataloader draws its base seed from its own generator, not from the global RNG: a resumed run's dropout
-    # then sees the same random numbers as the uninterrupted run.
-    loader_settings = {"collate_fn": collate_detection_batch, "num_workers": args.dataloader_num_workers}
-    train_dataloader = DataLoader(
-        dataset["train"].with_transform(transform),
-        shuffle=True,
-        batch_size=args.per_device_train_batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_settings,
-    )
-    eval_dataloader = DataLoader(
-        dataset["validation"].with_transform(transform),
-        batch_size=args.per_device_eval_batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_settings,
+    train_dataloader, eval_dataloader = make_dataloaders(
+        dataset, make_batch_transform(image_processor), collate_detection_batch, args
     )
     optimizer = torch.optim.AdamW(optimizer_parameter_groups(model, args))
     model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
@@ -323,26 +279,9 @@ def train_detector(args: argparse.Namespace) -> dict:
         checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint,
         max_grad_norm=args.max_grad_norm or None,
-        run_settings={
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "architecture": args.architecture,
-            "seed": args.seed,
-            "dataset_name": args.dataset_name,
-            "num_train_images": args.num_train_images if args.dataset_name is None else None,
-            "canvas_size": args.canvas_size if args.dataset_name is None else None,
-            "image_square_size": args.image_square_size,
-        },
+        run_settings=run_settings(args, image_square_size=args.image_square_size),
     )
-    results = {
-        **{f"eval_{name}": value for name, value in history.last_evaluation.items() if name not in ("step", "epoch")},
-        "train_loss": history.steps[-1]["loss"] if history.steps else None,
-        "completed_steps": history.last_evaluation["step"],
-        "epoch": history.last_evaluation["epoch"],
-        "total_runtime": round(time.perf_counter() - start, 1),
-        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
-        "architecture": args.architecture,
-    }
+    results = {**final_eval_metrics(history), **training_results(history, start), "architecture": args.architecture}
     save_final_model(accelerator, model, image_processor, output_dir, args.architecture)
     if accelerator.is_main_process:
         write_json(output_dir / "all_results.json", results)
@@ -350,3 +289,14 @@ def train_detector(args: argparse.Namespace) -> dict:
     accelerator.print(json.dumps(results, indent=2))
     accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
     return results
+
+
+__all__ = [
+    "IMAGE_PROCESSOR_CLASSES",
+    "build_detector",
+    "collate_detection_batch",
+    "evaluate_detection",
+    "load_detection_dataset",
+    "make_batch_transform",
+    "train_detector",
+]

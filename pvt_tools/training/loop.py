@@ -478,6 +478,11 @@ def run_training(
     return history
 
 
+def final_eval_metrics(history: TrainingHistory) -> dict:
+    """The last evaluation's metrics as all_results.json names them, after Transformers' examples: eval_<metric>."""
+    return {f"eval_{name}": value for name, value in history.last_evaluation.items() if name not in ("step", "epoch")}
+
+
 def write_history(accelerator: Accelerator, history: TrainingHistory, output_dir: Path) -> None:
     """training_history.json and training_curves.png in `output_dir` (main process)."""
     if accelerator.is_main_process:
@@ -496,6 +501,7 @@ __all__ = [
     "create_accelerator",
     "default_warmup_steps",
     "end_line",
+    "final_eval_metrics",
     "parse_checkpointing_steps",
     "plan_training_steps",
     "prepare_run_output_dir",

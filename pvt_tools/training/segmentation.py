@@ -7,7 +7,9 @@ digits canvases, which need no download. Transformers' image processors prepare 
 `mask_labels` and `class_labels`; UperNet: Segformer-style label maps) and turn predictions back into label maps
 (`post_process_semantic_segmentation`). Metrics come from torchmetrics' confusion matrix: mean IoU, per-class IoU,
 mean (per-class) accuracy and overall pixel accuracy, with the definitions of `evaluate`'s mean_iou. The loop,
-checkpoints and exact resumption are loop.py's, shared with the classification and detection scripts.
+checkpoints and exact resumption are loop.py's, shared with the classification and detection scripts; data loading,
+the model with its PVT backbone, the optimizer groups, the dataloaders and the record of the run are dense.py's,
+shared with the detection script.
 
     pvt-train-segmentation --output_dir out/mask2former-digits                 # Mask2Former, semantic, PVT-Tiny
     pvt-train-segmentation --architecture upernet --pvt_checkpoint path/to/pvt-small ...
@@ -33,7 +35,6 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 from transformers import (
     Mask2FormerImageProcessor,
@@ -41,17 +42,18 @@ from transformers import (
     get_scheduler,
 )
 
-from configuration_pvt import PVT_VARIANTS, PvtConfig
-from pvt_tools.backbones import (
-    DEFAULT_OUT_FEATURES,
-    DETECTOR_MODEL_CLASSES,
-    detector_config_with_pvt,
-    find_pvt_backbone,
-    pvt_detector_from_checkpoint,
+from pvt_tools.backbones import find_pvt_backbone
+from pvt_tools.training.dense import (
+    build_model_with_pvt_backbone,
+    load_train_and_validation,
+    make_dataloaders,
+    optimizer_parameter_groups,
+    run_settings,
+    training_results,
 )
-from pvt_tools.training.detection import optimizer_parameter_groups
 from pvt_tools.training.loop import (
     create_accelerator,
+    final_eval_metrics,
     plan_training_steps,
     run_training,
     write_json,
@@ -81,18 +83,13 @@ def load_segmentation_dataset(args: argparse.Namespace) -> datasets.DatasetDict:
         return make_digits_segmentation_splits(
             args.num_train_images, args.num_validation_images, args.canvas_size, task=args.task, seed=args.seed
         )
-    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
-    renames = {"pixel_values": "image", "label": "annotation"}
-    dataset = dataset.rename_columns({old: new for old, new in renames.items() if old in dataset["train"].column_names})
-    if "validation" not in dataset:
-        split = dataset["train"].train_test_split(args.train_val_split, seed=args.seed)
-        dataset = datasets.DatasetDict({"train": split["train"], "validation": split["test"]})
-    missing = {"image", "annotation"} - set(dataset["train"].column_names)
-    if missing:
-        raise ValueError(
-            f"{args.dataset_name} lacks the column(s) {sorted(missing)}: a segmentation data set needs 'image' and "
-            f"'annotation' (or 'label'), as Transformers' segmentation examples."
-        )
+    dataset = load_train_and_validation(
+        args,
+        required_columns={"image", "annotation"},
+        requirement="a segmentation data set needs 'image' and 'annotation' (or 'label'), as Transformers' "
+        "segmentation examples.",
+        renames={"pixel_values": "image", "label": "annotation"},
+    )
     columns = ["image", "annotation"]
     return datasets.DatasetDict({name: split.select_columns(columns) for name, split in dataset.items()})
 
@@ -202,20 +199,7 @@ def freeze_backbone_stages(model: torch.nn.Module, num_stages: int) -> None:
 
 def build_segmentation_model(args: argparse.Namespace, id2label: dict[int, str]):
     """Mask2Former / UperNet with a PVT backbone: pretrained from --pvt_checkpoint, else a random --pvt_variant."""
-    labels = {"id2label": id2label, "label2id": {name: index for index, name in id2label.items()}}
-    model_kwargs = {**args.detector_config_overrides, "num_labels": len(id2label), **labels}
-    if args.pvt_checkpoint and args.pvt_config_overrides:
-        raise ValueError(
-            "--pvt_config_overrides shape a randomly initialised backbone; with --pvt_checkpoint the checkpoint "
-            "fixes the architecture. Give one of the two."
-        )
-    if args.pvt_checkpoint:
-        model = pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **model_kwargs)
-    else:
-        settings = {**PVT_VARIANTS[args.pvt_variant], **args.pvt_config_overrides}
-        pvt_config = PvtConfig(**settings, out_features=DEFAULT_OUT_FEATURES[args.architecture])
-        config = detector_config_with_pvt(args.architecture, pvt_config, **model_kwargs)
-        model = DETECTOR_MODEL_CLASSES[args.architecture](config)
+    model = build_model_with_pvt_backbone(args, id2label)
     if args.freeze_backbone_stages:
         freeze_backbone_stages(model, args.freeze_backbone_stages)
     return model
@@ -425,24 +409,13 @@ def train_segmenter(args: argparse.Namespace) -> dict:
 
     model = build_segmentation_model(args, id2label)
     image_processor = make_image_processor(args)
-    transform = make_batch_transform(image_processor, args.task, args.reduce_labels, args.image_size)
-    # Each dataloader draws its base seed from its own generator, not from the global RNG: a resumed run's dropout
-    # then sees the same random numbers as the uninterrupted run.
-    loader_settings = {"collate_fn": collate_segmentation_batch, "num_workers": args.dataloader_num_workers}
-    train_dataloader = DataLoader(
-        dataset["train"].with_transform(transform),
-        shuffle=True,
-        batch_size=args.per_device_train_batch_size,
+    train_dataloader, eval_dataloader = make_dataloaders(
+        dataset,
+        make_batch_transform(image_processor, args.task, args.reduce_labels, args.image_size),
+        collate_segmentation_batch,
+        args,
         # UperNet's pooling module has a BatchNorm over 1x1 maps, which cannot train on a batch of one image.
         drop_last=args.architecture == "upernet" and len(dataset["train"]) > args.per_device_train_batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_settings,
-    )
-    eval_dataloader = DataLoader(
-        dataset["validation"].with_transform(transform),
-        batch_size=args.per_device_eval_batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_settings,
     )
     if args.backbone_learning_rate is None:
         args.backbone_learning_rate = args.learning_rate
@@ -476,30 +449,16 @@ def train_segmenter(args: argparse.Namespace) -> dict:
         checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint,
         max_grad_norm=args.max_grad_norm or None,
-        run_settings={
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "architecture": args.architecture,
-            "task": args.task,
-            "seed": args.seed,
-            "dataset_name": args.dataset_name,
-            "num_train_images": args.num_train_images if args.dataset_name is None else None,
-            "canvas_size": args.canvas_size if args.dataset_name is None else None,
-            "image_size": args.image_size,
-        },
+        run_settings=run_settings(args, task=args.task, image_size=args.image_size),
     )
     if not evaluator.last_scores:  # resumed from a checkpoint that already held the last evaluation
         evaluator(model)
     results = {
-        **{f"eval_{name}": value for name, value in history.last_evaluation.items() if name not in ("step", "epoch")},
+        **final_eval_metrics(history),
         "eval_per_category_iou": evaluator.per_category("per_category_iou"),
         "eval_per_category_accuracy": evaluator.per_category("per_category_accuracy"),
         **{f"majority_class_baseline_{name}": round(evaluator.baseline_scores[name], 4) for name in REPORTED_METRICS},
-        "train_loss": history.steps[-1]["loss"] if history.steps else None,
-        "completed_steps": history.last_evaluation["step"],
-        "epoch": history.last_evaluation["epoch"],
-        **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
-        "total_runtime": round(time.perf_counter() - start, 1),
+        **training_results(history, start),
         "architecture": args.architecture,
         "task": args.task,
     }

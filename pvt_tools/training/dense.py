@@ -1,0 +1,143 @@
+# Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
+"""What the detection and the segmentation trainers share: dense prediction with a PVT backbone.
+
+detection.py (DETR, Deformable DETR) and segmentation.py (Mask2Former, UperNet) read the same flags for these steps,
+so each step is written once here:
+
+- `load_train_and_validation`: a Hub / local data set, with a validation split cut from train when it has none;
+- `build_model_with_pvt_backbone`: the model from --pvt_checkpoint, or with a random --pvt_variant backbone;
+- `optimizer_parameter_groups`: AdamW groups, the backbone at its own learning rate;
+- `make_dataloaders`: the training and validation dataloaders, seeded for exact resumption;
+- `run_settings`: what a checkpoint must have been trained with to be resumed;
+- `training_results`: the part of all_results.json that comes from the training loop's history.
+"""
+
+import argparse
+import time
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+
+from configuration_pvt import PVT_VARIANTS, PvtConfig
+from pvt_tools.backbones import (
+    DEFAULT_OUT_FEATURES,
+    DETECTOR_MODEL_CLASSES,
+    detector_config_with_pvt,
+    find_pvt_backbone,
+    pvt_detector_from_checkpoint,
+)
+from pvt_tools.training.curves import TrainingHistory
+from pvt_tools.training.loop import weight_decay_parameter_groups
+
+
+def load_train_and_validation(
+    args: argparse.Namespace, required_columns: set[str], requirement: str, renames: dict[str, str] | None = None
+) -> datasets.DatasetDict:
+    """--dataset_name (Hub or local) as train and validation splits: columns named in `renames` that the data set
+    has are renamed first, and a validation split is cut from train (--train_val_split) when there is none. A data
+    set without the `required_columns` is refused with `requirement`, which says what the task needs."""
+    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
+    if renames:
+        present = set(dataset["train"].column_names)
+        dataset = dataset.rename_columns({old: new for old, new in renames.items() if old in present})
+    if "validation" not in dataset:
+        split = dataset["train"].train_test_split(args.train_val_split, seed=args.seed)
+        dataset = datasets.DatasetDict({"train": split["train"], "validation": split["test"]})
+    missing = required_columns - set(dataset["train"].column_names)
+    if missing:
+        raise ValueError(f"{args.dataset_name} lacks the column(s) {sorted(missing)}: {requirement}")
+    return dataset
+
+
+def build_model_with_pvt_backbone(args: argparse.Namespace, id2label: dict[int, str]) -> torch.nn.Module:
+    """The --architecture model for the classes of `id2label`, its config changed by --detector_config_overrides:
+    pretrained from --pvt_checkpoint, else with a randomly initialised --pvt_variant (+ --pvt_config_overrides)."""
+    labels = {"id2label": id2label, "label2id": {name: index for index, name in id2label.items()}}
+    model_kwargs = {**args.detector_config_overrides, "num_labels": len(id2label), **labels}
+    if args.pvt_checkpoint and args.pvt_config_overrides:
+        raise ValueError(
+            "--pvt_config_overrides shape a randomly initialised backbone; with --pvt_checkpoint the checkpoint "
+            "fixes the architecture. Give one of the two."
+        )
+    if args.pvt_checkpoint:
+        return pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **model_kwargs)
+    settings = {**PVT_VARIANTS[args.pvt_variant], **args.pvt_config_overrides}
+    pvt_config = PvtConfig(**settings, out_features=DEFAULT_OUT_FEATURES[args.architecture])
+    config = detector_config_with_pvt(args.architecture, pvt_config, **model_kwargs)
+    return DETECTOR_MODEL_CLASSES[args.architecture](config)
+
+
+def optimizer_parameter_groups(model: torch.nn.Module, args: argparse.Namespace) -> list[dict]:
+    """AdamW groups: weight decay by module type (loop.py), and the backbone at its own learning rate."""
+    backbone = {id(parameter) for parameter in find_pvt_backbone(model).parameters()}
+    groups = []
+    for in_backbone, learning_rate in ((False, args.learning_rate), (True, args.backbone_learning_rate)):
+        for group in weight_decay_parameter_groups(model, args.weight_decay):
+            parameters = [parameter for parameter in group["params"] if (id(parameter) in backbone) == in_backbone]
+            if parameters:
+                groups.append({**group, "params": parameters, "lr": learning_rate})
+    return groups
+
+
+def make_dataloaders(
+    dataset: datasets.DatasetDict, transform, collate_fn, args: argparse.Namespace, drop_last: bool = False
+) -> tuple[DataLoader, DataLoader]:
+    """Training (shuffled; `drop_last` drops an incomplete last batch) and validation dataloaders over `dataset`'s
+    two splits, `transform` applied on the fly."""
+    # Each dataloader draws its base seed from its own generator, not from the global RNG: a resumed run's dropout
+    # then sees the same random numbers as the uninterrupted run.
+    loader_settings = {"collate_fn": collate_fn, "num_workers": args.dataloader_num_workers}
+    train_dataloader = DataLoader(
+        dataset["train"].with_transform(transform),
+        shuffle=True,
+        batch_size=args.per_device_train_batch_size,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(args.seed),
+        **loader_settings,
+    )
+    eval_dataloader = DataLoader(
+        dataset["validation"].with_transform(transform),
+        batch_size=args.per_device_eval_batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+        **loader_settings,
+    )
+    return train_dataloader, eval_dataloader
+
+
+def run_settings(args: argparse.Namespace, **task_settings) -> dict:
+    """The settings a resumed run must share with the checkpoint's run (loop.run_training checks them): the batch
+    layout, the model, the seed and the data, plus the task's own `task_settings`."""
+    embedded_digits = args.dataset_name is None
+    return {
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "architecture": args.architecture,
+        "seed": args.seed,
+        "dataset_name": args.dataset_name,
+        "num_train_images": args.num_train_images if embedded_digits else None,
+        "canvas_size": args.canvas_size if embedded_digits else None,
+        **task_settings,
+    }
+
+
+def training_results(history: TrainingHistory, started: float) -> dict:
+    """all_results.json's record of the run: the last step's loss, where training ended, the loop's throughput
+    (train_runtime, train_samples_per_second, ...) and the time since `started` (a time.perf_counter())."""
+    return {
+        "train_loss": history.steps[-1]["loss"] if history.steps else None,
+        "completed_steps": history.last_evaluation["step"],
+        "epoch": history.last_evaluation["epoch"],
+        **history.throughput,
+        "total_runtime": round(time.perf_counter() - started, 1),
+    }
+
+
+__all__ = [
+    "build_model_with_pvt_backbone",
+    "load_train_and_validation",
+    "make_dataloaders",
+    "optimizer_parameter_groups",
+    "run_settings",
+    "training_results",
+]
