@@ -11,20 +11,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_file
 from sklearn.datasets import load_digits
 
 from pvt_tools.commands import train
 from pvt_tools.training.checkpoints import CheckpointError
-from pvt_tools.training.data import DataArguments, DataError
+from pvt_tools.training.data import DataError
 from pvt_tools.training.loop import UsageError
-from pvt_tools.training.streaming import (
-    StreamingImageDataset,
-    load_streaming_splits,
-    report_streamed_skipped_images,
-    training_stream,
-)
 from tests.conftest import REPO_ROOT
 from tests.test_training import (
     SHORT_RUN,
@@ -162,32 +155,15 @@ def test_streaming_mistakes_stop_before_any_data_is_read(tmp_path, monkeypatch):
 
 
 def test_streamed_unreadable_images_are_skipped_and_listed_once_in_skipped_images_txt(tmp_path):
-    folders = write_digits_folder(tmp_path / "digits", {"train": 1, "validation": 1})  # 10 readable images each
+    folders = write_digits_folder(tmp_path / "digits", {"train": 4, "validation": 2})  # 40 and 20 readable images
     corrupt = tmp_path / "digits" / "train" / "digit_3" / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    data_args = DataArguments(
-        train_dir=folders["train"], validation_dir=folders["validation"], streaming=True, corrupt_images="skip"
-    )
-    splits = load_streaming_splits(data_args)
-    accelerator = Accelerator(cpu=True)
-    train_stream = StreamingImageDataset(
-        training_stream(splits["train"], data_args, accelerator, seed=0, shuffle_buffer_size=0),
-        lambda image: torch.zeros(1),
-        data_args.image_column_name,
-        data_args.label_column_name,
-        split_name="train",
-        num_labels=10,
-        corrupt_images="skip",
-    )
-    for epoch in range(2):  # the corrupt file is met in both passes
-        train_stream.set_epoch(epoch)
-        assert len(list(train_stream)) == 10
-    assert len(train_stream.skipped) == 2  # once per pass
-
-    message = report_streamed_skipped_images(accelerator, [train_stream], tmp_path / "run")
+    arguments = STREAM_RUN + ["--train_dir", folders["train"], "--validation_dir", folders["validation"]]
+    arguments += ["--shuffle_buffer_size", "0", "--corrupt_images", "skip", "--output_dir", str(tmp_path / "run")]
+    results = train.main(arguments)  # 8 steps of 8 images: the corrupt file is met in both passes over 40
+    assert results["train_steps"] == 8 and results["unreadable_images_skipped"] == 1
     listed = (tmp_path / "run" / "skipped_images.txt").read_text().splitlines()
-    assert len(listed) == 1 and listed[0].startswith(f"train: {corrupt} (UnidentifiedImageError")
-    assert message.startswith(f"Left out 1 unreadable image(s) (--corrupt_images skip): train: {corrupt} (")
+    assert len(listed) == 1 and listed[0].startswith(f"train: {corrupt} (UnidentifiedImageError"), listed
 
 
 # No randomness in the data or the network (no augmentation, dropout or drop path): only the batch layout differs.

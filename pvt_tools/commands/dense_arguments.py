@@ -2,10 +2,8 @@
 """The flags that `pvt-train-detection` and `pvt-train-segmentation` share, defined once.
 
 Each function adds one run of flags to an argparse group, in the order `--help` lists them; the command adds its
-own flags around them and passes in its own defaults and help text where the two differ. With `checked=True`
-(detection) the values are checked as they are parsed: counts must be > 0, paths must exist, a misspelt
---pvt_variant gets a did-you-mean; with `checked=False` (segmentation) they are taken as given, with argparse's
-choices for --pvt_variant.
+own flags around them and passes in its own defaults and help text where the two differ. Values are checked as
+they are parsed: counts must be > 0, paths must exist, a misspelt --pvt_variant gets a did-you-mean.
 """
 
 import argparse
@@ -43,36 +41,36 @@ def existing_folder_or_hub_id(value: str) -> str:
     return value
 
 
-def add_dataset_flags(group: argparse._ArgumentGroup, *, dataset_name_help: str, checked: bool) -> None:
+def add_dataset_flags(group: argparse._ArgumentGroup, *, dataset_name_help: str) -> None:
     """--dataset_name, --dataset_config_name and --train_val_split."""
-    group.add_argument("--dataset_name", type=existing_folder_or_hub_id if checked else None, help=dataset_name_help)
+    group.add_argument("--dataset_name", type=existing_folder_or_hub_id, help=dataset_name_help)
     group.add_argument("--dataset_config_name")
     group.add_argument("--train_val_split", type=float, default=0.15, help="Used when there is no validation split.")
 
 
-def add_digits_flags(group: argparse._ArgumentGroup, *, canvas_size: int, checked: bool) -> None:
+def add_digits_flags(group: argparse._ArgumentGroup, *, canvas_size: int) -> None:
     """The size of the embedded digits data, used when there is no --dataset_name."""
-    count = positive_int if checked else int
-    group.add_argument("--num_train_images", type=count, default=2000, help="Digits canvases for training.")
-    group.add_argument("--num_validation_images", type=count, default=200, help="Digits canvases for validation.")
-    group.add_argument("--canvas_size", type=count, default=canvas_size, help="Side of the digits canvases, in pixels.")
+    group.add_argument("--num_train_images", type=positive_int, default=2000, help="Digits canvases for training.")
+    group.add_argument(
+        "--num_validation_images", type=positive_int, default=200, help="Digits canvases for validation."
+    )
+    group.add_argument(
+        "--canvas_size", type=positive_int, default=canvas_size, help="Side of the digits canvases, in pixels."
+    )
 
 
-def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str, checked: bool) -> None:
+def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str) -> None:
     """--pvt_checkpoint or --pvt_variant (+ --pvt_config_overrides) for the backbone, --detector_config_overrides
     for the model around it (`model_config_help` names its config and an example)."""
     group.add_argument(
         "--pvt_checkpoint",
-        type=existing_folder_or_hub_id if checked else None,
+        type=existing_folder_or_hub_id,
         help="PVT folder or Hub repo id whose weights start the backbone.",
     )
     variant_help = "The randomly initialised backbone, when there is no --pvt_checkpoint"
-    if checked:
-        group.add_argument(
-            "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANTS)}."
-        )
-    else:
-        group.add_argument("--pvt_variant", choices=list(PVT_VARIANTS), default="pvt-tiny", help=f"{variant_help}.")
+    group.add_argument(
+        "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANTS)}."
+    )
     group.add_argument(
         "--pvt_config_overrides",
         type=json.loads,
@@ -88,12 +86,10 @@ def add_batch_and_learning_rate_flags(
     learning_rate_help: str | None,
     backbone_learning_rate: float | None,
     backbone_learning_rate_help: str,
-    checked: bool,
 ) -> None:
     """Batch sizes per device, the learning rate of the model around the backbone and that of the backbone."""
-    count = positive_int if checked else int
-    group.add_argument("--per_device_train_batch_size", type=count, default=8)
-    group.add_argument("--per_device_eval_batch_size", type=count, default=8)
+    group.add_argument("--per_device_train_batch_size", type=positive_int, default=8)
+    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=8)
     group.add_argument("--learning_rate", type=float, default=1e-4, help=learning_rate_help)
     group.add_argument(
         "--backbone_learning_rate", type=float, default=backbone_learning_rate, help=backbone_learning_rate_help
@@ -112,15 +108,13 @@ def add_schedule_flags(
     lr_scheduler_type: str,
     num_warmup_steps: int | None,
     num_warmup_steps_help: str | None,
-    checked: bool,
 ) -> None:
     """Weight decay, gradient clipping, the length of the run and the learning-rate schedule."""
-    count = positive_int if checked else int
     group.add_argument("--weight_decay", type=float, default=weight_decay)
     group.add_argument("--max_grad_norm", type=float, default=max_grad_norm, help=max_grad_norm_help)
-    group.add_argument("--num_train_epochs", type=count, default=num_train_epochs)
-    group.add_argument(*max_train_steps_flags, type=count, help=max_train_steps_help)
-    group.add_argument("--gradient_accumulation_steps", type=count, default=1)
+    group.add_argument("--num_train_epochs", type=positive_int, default=num_train_epochs)
+    group.add_argument(*max_train_steps_flags, type=positive_int, help=max_train_steps_help)
+    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
     group.add_argument("--lr_scheduler_type", default=lr_scheduler_type)
     group.add_argument("--num_warmup_steps", type=int, default=num_warmup_steps, help=num_warmup_steps_help)
 

@@ -28,9 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_dataset_flags(
         data,
         dataset_name_help="Hub name or local folder of a detection data set (default: the embedded digits canvases).",
-        checked=True,
     )
-    add_digits_flags(data, canvas_size=128, checked=True)
+    add_digits_flags(data, canvas_size=128)
     data.add_argument(
         "--invalid_boxes",
         choices=["drop", "error"],
@@ -50,7 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_backbone_flags(
         model,
         model_config_help='JSON for the DETR / Deformable DETR config, e.g. \'{"num_queries": 20, "d_model": 128}\'.',
-        checked=True,
     )
     model.add_argument("--freeze_backbone", action="store_true", help="Train the detector's head only.")
 
@@ -71,7 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         learning_rate_help="Of the transformer and the heads (default: DETR's 1e-4).",
         backbone_learning_rate=1e-5,
         backbone_learning_rate_help="Of the PVT (DETR's: 1e-5).",
-        checked=True,
     )
     add_schedule_flags(
         training,
@@ -84,7 +81,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         lr_scheduler_type="cosine",
         num_warmup_steps=None,
         num_warmup_steps_help="Warm-up optimizer steps (default: none, as DETR's own training).",
-        checked=True,
     )
     add_run_flags(training)
     args = parser.parse_args(argv)

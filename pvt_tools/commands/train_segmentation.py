@@ -30,7 +30,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         data,
         dataset_name_help="Hub name or local folder of a segmentation data set with 'image' and 'annotation' "
         "(default: digits).",
-        checked=False,
     )
     data.add_argument(
         "--reduce_labels",
@@ -38,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Class 0 of the annotations means 'unlabelled': ignore it and number the other classes from 0.",
     )
     data.add_argument("--id2label", help='JSON file of class ids to names, e.g. {"0": "background", "1": "cat"}.')
-    add_digits_flags(data, canvas_size=64, checked=False)
+    add_digits_flags(data, canvas_size=64)
     data.add_argument("--image_size", type=int, default=512, help="Images (and label maps) are resized to this square.")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
@@ -48,7 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_backbone_flags(
         model,
         model_config_help='JSON for the Mask2Former / UperNet config, e.g. \'{"num_queries": 20, "hidden_dim": 128}\'.',
-        checked=False,
     )
     model.add_argument(
         "--freeze_backbone_stages",
@@ -64,7 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         learning_rate_help=None,
         backbone_learning_rate=None,
         backbone_learning_rate_help="Of the PVT (default: --learning_rate).",
-        checked=False,
     )
     training.add_argument("--adam_beta1", type=float, default=0.9)
     training.add_argument("--adam_beta2", type=float, default=0.999)
@@ -80,7 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         lr_scheduler_type="polynomial",
         num_warmup_steps=0,
         num_warmup_steps_help=None,
-        checked=False,
     )
     add_run_flags(training)
     args = parser.parse_args(argv)

@@ -92,6 +92,7 @@ from pvt_tools.training.streaming import (
     evaluation_stream,
     load_streaming_splits,
     stream_class_names,
+    streamed_skipped_images,
     streaming_classification_evaluator,
     training_stream,
 )
@@ -590,6 +591,12 @@ def train_image_classifier(
         },
     )
 
+    if streaming:  # the images every process left out, now that the streams have been read
+        skipped = streamed_skipped_images([train_dataset, eval_dataset])
+        if accelerator.is_main_process:
+            skipped_message = report_skipped_images(skipped, output_dir)
+            if skipped_message:
+                accelerator.print(skipped_message)
     final = history.last_evaluation
     eval_metrics = final_eval_metrics(history)
     step_losses = [record["loss"] for record in history.steps]
@@ -600,11 +607,7 @@ def train_image_classifier(
         "train_samples": history.throughput.get("train_samples_this_run") if streaming else len(train_dataset),
         "train_steps": final["step"],
         "train_loss": sum(step_losses) / len(step_losses) if step_losses else None,
-        "unreadable_images_skipped": (
-            len(train_dataset.skipped) + len(eval_dataset.skipped)  # by the main process
-            if streaming
-            else sum(len(described) for described in skipped.values())
-        ),
+        "unreadable_images_skipped": sum(len(described) for described in skipped.values()),
         **history.throughput,  # train_runtime, train_samples_per_second, ... of the training loop
         "total_runtime": round(time.perf_counter() - started, 2),
     }

@@ -34,7 +34,7 @@ from datasets import ClassLabel, IterableDataset, IterableDatasetDict
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 
-from pvt_tools.training.data import DataArguments, DataError, report_skipped_images, to_rgb
+from pvt_tools.training.data import DataArguments, DataError, to_rgb
 
 # The `datasets` builder reading each kind of local data file.
 FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".tar": "webdataset"}
@@ -209,19 +209,15 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
             yield {"pixel_values": self.transform(to_rgb(image)), "labels": label}
 
 
-def report_streamed_skipped_images(
-    accelerator: Accelerator, streams: list[StreamingImageDataset], output_dir: str | os.PathLike
-) -> str | None:
-    """The unreadable images every process left out of `streams`, written as the in-memory path writes its own
-    (`data.report_skipped_images`: output_dir/skipped_images.txt, by the main process), so that a streamed run
-    says which images it skipped too. A file met again in a later pass is listed once. Call it on every process
-    (it gathers); returns the message to print on the main process, else None."""
+def streamed_skipped_images(streams: list[StreamingImageDataset]) -> dict[str, list[str]]:
+    """The unreadable images every process left out of `streams`, per split, each file once (a file met again in
+    a later pass is not listed again): what the in-memory path's checks return, for `data.report_skipped_images`.
+    Call it on every process (it gathers)."""
     skipped: dict[str, list[str]] = {}
     for part in gather_object([{stream.split_name: stream.skipped for stream in streams}]):
         for split_name, described in part.items():
             skipped.setdefault(split_name, []).extend(described)
-    unique = {split_name: list(dict.fromkeys(described)) for split_name, described in skipped.items()}
-    return report_skipped_images(unique, output_dir) if accelerator.is_main_process else None
+    return {split_name: list(dict.fromkeys(described)) for split_name, described in skipped.items()}
 
 
 class StreamingBatches:
@@ -290,7 +286,7 @@ __all__ = [
     "StreamingImageDataset",
     "evaluation_stream",
     "load_streaming_splits",
-    "report_streamed_skipped_images",
+    "streamed_skipped_images",
     "stream_class_names",
     "streaming_classification_evaluator",
     "training_stream",
