@@ -11,7 +11,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from configuration_pvt import PvtConfig  # noqa: E402  (after HF_HUB_OFFLINE, which Transformers reads on import)
+import transformers  # noqa: E402  (after HF_HUB_OFFLINE, which Transformers reads on import)
+
+from configuration_pvt import PvtConfig  # noqa: E402
 
 # Stand-in modules named test_*.py by Transformers' layout, holding no tests (see tests/transformers_tests.py).
 collect_ignore = ["transformers_stand_ins"]
@@ -107,3 +109,23 @@ def config_from_official_architecture(architecture: dict, **overrides) -> PvtCon
         num_labels=architecture["num_classes"],
         **overrides,
     )
+
+
+def builtin_tiny_classifier() -> transformers.PvtForImageClassification:
+    """A small checkpoint of Transformers' own Pvt (model_type "pvt", its own tensor names), every LayerNorm away
+    from its initial values so that a mis-mapped one shows."""
+    config = transformers.PvtConfig(
+        image_size=64,
+        hidden_sizes=[16, 32, 40, 64],
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[1, 2, 2, 4],
+        mlp_ratios=[2, 2, 2, 2],
+        num_labels=5,
+    )
+    torch.manual_seed(0)
+    model = transformers.PvtForImageClassification(config).eval()
+    with torch.no_grad():  # make every LayerNorm matter
+        for name, parameter in model.named_parameters():
+            if "layer_norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model

@@ -30,7 +30,7 @@ from pvt_tools.backbones import (
 )
 from pvt_tools.commands import train_detection as train_detection_command
 from pvt_tools.training import detection as train_detection
-from tests.conftest import REPO_ROOT, tiny_config
+from tests.conftest import REPO_ROOT, builtin_tiny_classifier, tiny_config
 
 DETECTORS = ["detr", "deformable_detr", "mask2former", "upernet"]
 
@@ -320,24 +320,9 @@ def test_helper_loads_every_backbone_tensor_from_a_classifier_checkpoint(tmp_pat
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in head_before.items())
 
 
-def builtin_tiny_classifier(path) -> transformers.PvtForImageClassification:
-    """A checkpoint of Transformers' own Pvt (model_type "pvt", its own tensor names)."""
-    config = transformers.PvtConfig(
-        image_size=64,
-        hidden_sizes=[16, 32, 40, 64],
-        depths=[1, 1, 2, 1],
-        num_attention_heads=[1, 2, 2, 4],
-        mlp_ratios=[2, 2, 2, 2],
-        num_labels=5,
-    )
-    torch.manual_seed(2)
-    model = transformers.PvtForImageClassification(config).eval()
-    model.save_pretrained(path)
-    return model
-
-
 def test_builtin_pvt_checkpoint_gives_the_builtin_models_features(tmp_path):
-    builtin = builtin_tiny_classifier(tmp_path / "builtin")
+    builtin = builtin_tiny_classifier()
+    builtin.save_pretrained(tmp_path / "builtin")
     model = pvt_detector_from_checkpoint("upernet", str(tmp_path / "builtin"), **TINY_HEADS["upernet"]).eval()
     pixel_values = pixels(1, 64, 64)
     with torch.no_grad():

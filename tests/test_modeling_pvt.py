@@ -16,7 +16,7 @@ from transformers.testing_utils import CaptureLogger
 from configuration_pvt import PvtConfig
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtLayer, PvtModel
 from pvt_tools.official import convert_official_state_dict, parity_failures
-from tests.conftest import REPO_ROOT, config_from_official_architecture, tiny_config
+from tests.conftest import REPO_ROOT, builtin_tiny_classifier, config_from_official_architecture, tiny_config
 
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -122,24 +122,6 @@ def test_classifier_trunk_equals_backbone_at_other_sizes(official_fixture):
 
 
 # --- Transformers' built-in Pvt checkpoints -----------------------------------------------------------------
-
-
-def builtin_tiny_classifier() -> transformers.PvtForImageClassification:
-    config = transformers.PvtConfig(
-        image_size=64,
-        hidden_sizes=[16, 32, 40, 64],
-        depths=[1, 1, 2, 1],
-        num_attention_heads=[1, 2, 2, 4],
-        mlp_ratios=[2, 2, 2, 2],
-        num_labels=5,
-    )
-    torch.manual_seed(0)
-    model = transformers.PvtForImageClassification(config).eval()
-    with torch.no_grad():  # make every LayerNorm matter
-        for name, parameter in model.named_parameters():
-            if "layer_norm" in name:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
 
 
 def test_builtin_checkpoint_loads_into_every_class_with_identical_outputs(tmp_path):
