@@ -42,7 +42,7 @@ from pvt_tools.training.segmentation_data import (
     IGNORE_INDEX,
     make_digits_segmentation_dataset,
 )
-from tests.conftest import tiny_config
+from tests.conftest import REPO_ROOT, tiny_config
 
 TINY_PVT = {
     "hidden_sizes": [16, 32, 40, 64],
@@ -214,6 +214,9 @@ def check_run_folder(run, results: dict, architecture: str, task: str = "semanti
         assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = json.loads((run / "training_history.json").read_text())
     assert history["evaluations"][-1]["mean_iou"] == results["eval_mean_iou"]
+    for name in ("configuration_pvt.py", "modeling_pvt.py"):  # the backbone's code travels with the model
+        assert (run / name).read_bytes() == (REPO_ROOT / name).read_bytes()
+    assert f"{AUTO_CLASSES[architecture].__name__}.from_pretrained" in (run / "README.md").read_text()
     model = AUTO_CLASSES[architecture].from_pretrained(run).eval()
     processor = AutoImageProcessor.from_pretrained(run)
     assert isinstance(model, MODEL_CLASSES[architecture]) and isinstance(find_pvt_backbone(model), PvtBackbone)

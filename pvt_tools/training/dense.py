@@ -9,16 +9,23 @@ so each step is written once here:
 - `optimizer_parameter_groups`: AdamW groups, the backbone at its own learning rate;
 - `make_dataloaders`: the training and validation dataloaders, seeded for exact resumption;
 - `run_settings`: what a checkpoint must have been trained with to be resumed;
-- `training_results`: the part of all_results.json that comes from the training loop's history.
+- `training_results`: the part of all_results.json that comes from the training loop's history;
+- `save_final_model`: the trained model, its image processor, the PVT code and a README, into the output folder.
 """
 
 import argparse
+import inspect
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import datasets
 import torch
 from torch.utils.data import DataLoader
 
+import configuration_pvt
+import modeling_pvt
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from pvt_tools.backbones import (
     DEFAULT_OUT_FEATURES,
@@ -27,6 +34,7 @@ from pvt_tools.backbones import (
     find_pvt_backbone,
     pvt_detector_from_checkpoint,
 )
+from pvt_tools.hub import move_files_into
 from pvt_tools.training.curves import TrainingHistory
 from pvt_tools.training.loop import weight_decay_parameter_groups
 
@@ -133,11 +141,50 @@ def training_results(history: TrainingHistory, started: float) -> dict:
     }
 
 
+MODEL_README = """# {architecture} with a PVT backbone
+
+Trained with pvt_tools' `{command}`. The backbone's code (`configuration_pvt.py`, `modeling_pvt.py`) is in this
+folder: import it once, then load the model with Transformers' own classes.
+
+```python
+import modeling_pvt  # registers the "pvt_v1" backbone: from `pip install` of pvt-transformers, or this folder's copy
+from transformers import AutoImageProcessor, {auto_class}
+
+model = {auto_class}.from_pretrained("path/to/this/folder")
+image_processor = AutoImageProcessor.from_pretrained("path/to/this/folder")
+```
+"""
+
+
+def save_final_model(accelerator, model, image_processor, destination: Path, command: str, auto_class: str) -> None:
+    """The trained model, its image processor, the PVT code files and a README saying how to load it (with
+    `auto_class`), written into `destination` beside the run's checkpoints and results: each file is written whole
+    in a temporary folder, then moved into place, so none is ever half-written."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        destination.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=destination))
+        try:
+            unwrapped = accelerator.unwrap_model(model)
+            unwrapped.save_pretrained(staging)
+            image_processor.save_pretrained(staging)
+            for module in (configuration_pvt, modeling_pvt):
+                shutil.copyfile(inspect.getfile(module), staging / Path(inspect.getfile(module)).name)
+            readme = MODEL_README.format(architecture=type(unwrapped).__name__, command=command, auto_class=auto_class)
+            (staging / "README.md").write_text(readme, encoding="utf-8")
+            move_files_into(staging, destination)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    accelerator.wait_for_everyone()
+
+
 __all__ = [
     "build_model_with_pvt_backbone",
     "load_train_and_validation",
     "make_dataloaders",
     "optimizer_parameter_groups",
     "run_settings",
+    "save_final_model",
     "training_results",
 ]

@@ -20,12 +20,8 @@ config, its image processor, the two PVT code files its backbone needs and a REA
 """
 
 import argparse
-import inspect
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import datasets
 import torch
@@ -33,15 +29,13 @@ from torchmetrics.detection import MeanAveragePrecision
 from transformers import DeformableDetrImageProcessor, DetrImageProcessor, get_scheduler
 from transformers.image_transforms import center_to_corners_format
 
-import configuration_pvt
-import modeling_pvt
-from pvt_tools.hub import move_files_into
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
     run_settings,
+    save_final_model,
     training_results,
 )
 from pvt_tools.training.detection_data import (
@@ -157,41 +151,6 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
-DETECTOR_README = """# {architecture} with a PVT backbone
-
-Trained with pvt_tools' `pvt-train-detection`. The backbone's code (`configuration_pvt.py`, `modeling_pvt.py`) is in
-this folder: import it once, then load the detector with Transformers' own classes.
-
-```python
-import modeling_pvt  # registers the "pvt_v1" backbone: from `pip install` of pvt-transformers, or this folder's copy
-from transformers import AutoImageProcessor, AutoModelForObjectDetection
-
-model = AutoModelForObjectDetection.from_pretrained("path/to/this/folder")
-image_processor = AutoImageProcessor.from_pretrained("path/to/this/folder")
-```
-"""
-
-
-def save_final_model(accelerator, model, image_processor, destination: Path, architecture: str) -> None:
-    """The trained detector, its image processor and the PVT code files, written into `destination` beside the
-    run's checkpoints and results: each file is written whole in a temporary folder, then moved into place."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=destination))
-        try:
-            accelerator.unwrap_model(model).save_pretrained(staging)
-            image_processor.save_pretrained(staging)
-            for module in (configuration_pvt, modeling_pvt):
-                shutil.copyfile(inspect.getfile(module), staging / Path(inspect.getfile(module)).name)
-            (staging / "README.md").write_text(DETECTOR_README.format(architecture=architecture), encoding="utf-8")
-            move_files_into(staging, destination)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    accelerator.wait_for_everyone()
-
-
 def train_detector(args: argparse.Namespace) -> dict:
     """Fine-tune the detector that `args` (the command's flags) describe; returns the final results."""
     accelerator = create_accelerator(
@@ -282,7 +241,9 @@ def train_detector(args: argparse.Namespace) -> dict:
         run_settings=run_settings(args, image_square_size=args.image_square_size),
     )
     results = {**final_eval_metrics(history), **training_results(history, start), "architecture": args.architecture}
-    save_final_model(accelerator, model, image_processor, output_dir, args.architecture)
+    save_final_model(
+        accelerator, model, image_processor, output_dir, "pvt-train-detection", "AutoModelForObjectDetection"
+    )
     if accelerator.is_main_process:
         write_json(output_dir / "all_results.json", results)
     accelerator.end_training()

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from pvt_tools.training.dense import (
     make_dataloaders,
     optimizer_parameter_groups,
     run_settings,
+    save_final_model,
     training_results,
 )
 from pvt_tools.training.loop import (
@@ -68,6 +68,10 @@ from pvt_tools.training.segmentation_data import (
 )
 
 ARCHITECTURES = ("mask2former", "upernet")
+AUTO_MODEL_CLASSES = {
+    "mask2former": "AutoModelForUniversalSegmentation",
+    "upernet": "AutoModelForSemanticSegmentation",
+}
 REPORTED_METRICS = ("mean_iou", "mean_accuracy", "overall_accuracy")
 PREDICTIONS_PICTURE = "validation_predictions.png"
 
@@ -365,21 +369,6 @@ def save_prediction_picture(
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
-def save_final_model(accelerator, model, image_processor, output_dir: Path) -> None:
-    """The trained model and its image processor into `output_dir` itself: written to a staging folder first, then
-    moved in file by file (each move atomic), so no file is ever half-written."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        staging = output_dir / ".final_model.incomplete"
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
-        accelerator.unwrap_model(model).save_pretrained(staging)
-        image_processor.save_pretrained(staging)
-        for path in sorted(staging.iterdir()):
-            os.replace(path, output_dir / path.name)
-        staging.rmdir()
-    accelerator.wait_for_everyone()
-
-
 def check_arguments(args: argparse.Namespace) -> None:
     if args.architecture == "upernet" and args.task != "semantic":
         raise ValueError(
@@ -471,7 +460,8 @@ def train_segmenter(args: argparse.Namespace) -> dict:
             id2label,
             output_dir / PREDICTIONS_PICTURE,
         )
-    save_final_model(accelerator, model, image_processor, output_dir)
+    auto_class = AUTO_MODEL_CLASSES[args.architecture]
+    save_final_model(accelerator, model, image_processor, output_dir, "pvt-train-segmentation", auto_class)
     accelerator.end_training()
     accelerator.print(json.dumps(results, indent=2))
     return results
