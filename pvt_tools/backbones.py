@@ -6,8 +6,9 @@ pretrained backbone weights for you. This module does the two things that leaves
 - `detector_config_with_pvt` builds the detector's config around a `PvtConfig` and refuses backbone outputs
   (`out_features`) the detector cannot use, naming the stages it needs;
 - `load_pvt_backbone_weights` copies a PVT checkpoint (a folder or a Hub repo id, in this project's layout or in
-  Transformers' built-in "pvt" layout) into the detector's backbone and checks that every backbone tensor came from
-  the checkpoint, refusing a checkpoint of another architecture or variant with the offending tensors named.
+  Transformers' built-in "pvt" layout, or the backbone of a trained detector or segmenter) into the detector's
+  backbone and checks that every backbone tensor came from the checkpoint, refusing a checkpoint of another
+  architecture or variant with the offending tensors named.
 
 `pvt_detector_from_checkpoint` does both in one call:
 
@@ -164,29 +165,47 @@ def _list_names(names) -> str:
     return shown + (f", ... ({len(names) - MAX_NAMES_SHOWN} more)" if len(names) > MAX_NAMES_SHOWN else "")
 
 
-def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pretrained_kwargs) -> list[str]:
-    """Copy the PVT weights of `checkpoint` (folder or Hub repo id; a PvtModel, PvtForImageClassification or
-    PvtBackbone checkpoint of this project, or one of Transformers' built-in Pvt) into `model`'s PVT backbone.
+def _dense_model_type(config_dict: dict) -> str | None:
+    """The detector or segmenter a checkpoint's config.json describes (DETR, Deformable DETR, Mask2Former, UperNet:
+    its PVT is in `backbone_config`), or None for a PVT checkpoint."""
+    model_type = config_dict.get("model_type")
+    return model_type if model_type in DETECTOR_MODEL_CLASSES else None
 
-    Every backbone tensor must come from the checkpoint with its shape, and the checkpoint may hold nothing else
-    than the backbone and the classification-only tensors (class token, final norm, classifier). Otherwise the
-    model is left untouched and a ValueError names the mismatching tensors. Keyword arguments (revision,
-    cache_dir, token, ...) go to `from_pretrained`. Returns the names of the loaded tensors.
-    """
-    backbone = find_pvt_backbone(model)
+
+def _read_pvt_checkpoint(checkpoint: str, backbone: PvtBackbone, **from_pretrained_kwargs) -> tuple[dict, dict, list]:
+    """(PVT config dict, backbone weights, problems) of `checkpoint`, read to fit `backbone`: a PVT checkpoint
+    (ours or Transformers' built-in), or the PVT backbone inside a trained detector or segmenter."""
     checkpoint_config, _ = PvtConfig.get_config_dict(checkpoint, **from_pretrained_kwargs)
-    checkpoint_type = checkpoint_config.get("model_type")
-    key_mapping = BUILTIN_PVT_KEY_MAPPING if checkpoint_type == "pvt" else None
-    with _quiet_transformers():
-        # Built with the model's own backbone config, so every shape disagreement shows up as a mismatch.
-        source, loading_info = PvtBackbone.from_pretrained(
-            checkpoint,
-            config=backbone.config,
-            key_mapping=key_mapping,
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-            **from_pretrained_kwargs,
-        )
+    dense_type = _dense_model_type(checkpoint_config)
+    if dense_type is not None:
+        pvt_config = checkpoint_config.get("backbone_config") or {}
+        if pvt_config.get("model_type") not in ("pvt_v1", "pvt"):
+            return pvt_config, {}, [f"it is a {dense_type} whose backbone is not a PVT v1"]
+        with _quiet_transformers():
+            source = DETECTOR_MODEL_CLASSES[dense_type].from_pretrained(checkpoint, **from_pretrained_kwargs)
+        weights = find_pvt_backbone(source).state_dict()
+        ours = backbone.state_dict()
+        missing = set(ours) - set(weights)
+        unexpected = set(weights) - set(ours)
+        mismatched = [(name, weights[name].shape, ours[name].shape) for name in set(ours) & set(weights)]
+        mismatched = [(name, theirs, mine) for name, theirs, mine in mismatched if theirs != mine]
+        loading_info = {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+        checkpoint_type = pvt_config["model_type"]
+    else:
+        pvt_config = checkpoint_config
+        checkpoint_type = checkpoint_config.get("model_type")
+        key_mapping = BUILTIN_PVT_KEY_MAPPING if checkpoint_type == "pvt" else None
+        with _quiet_transformers():
+            # Built with the model's own backbone config, so every shape disagreement shows up as a mismatch.
+            source, loading_info = PvtBackbone.from_pretrained(
+                checkpoint,
+                config=backbone.config,
+                key_mapping=key_mapping,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                **from_pretrained_kwargs,
+            )
+        weights = source.state_dict()
 
     problems = []
     if checkpoint_type not in ("pvt_v1", "pvt"):
@@ -201,6 +220,21 @@ def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pr
     foreign = [name for name in loading_info["unexpected_keys"] if not CLASSIFICATION_ONLY_KEY.search(name)]
     if foreign:
         problems.append(f"tensors the backbone does not have: {_list_names(foreign)}")
+    return pvt_config, weights, problems
+
+
+def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pretrained_kwargs) -> list[str]:
+    """Copy the PVT weights of `checkpoint` (folder or Hub repo id: a PvtModel, PvtForImageClassification or
+    PvtBackbone checkpoint of this project, one of Transformers' built-in Pvt, or a trained DETR, Deformable DETR,
+    Mask2Former or UperNet with a PVT backbone, whose backbone is taken) into `model`'s PVT backbone.
+
+    Every backbone tensor must come from the checkpoint with its shape, and the checkpoint may hold nothing else
+    than the backbone and the classification-only tensors (class token, final norm, classifier). Otherwise the
+    model is left untouched and a ValueError names the mismatching tensors. Keyword arguments (revision,
+    cache_dir, token, ...) go to `from_pretrained`. Returns the names of the loaded tensors.
+    """
+    backbone = find_pvt_backbone(model)
+    checkpoint_config, weights, problems = _read_pvt_checkpoint(checkpoint, backbone, **from_pretrained_kwargs)
     if not problems:
         saved = PvtConfig.from_dict(checkpoint_config)
         differing = [
@@ -217,7 +251,6 @@ def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pr
             "PvtConfig.from_pretrained(checkpoint, out_features=...), or use pvt_detector_from_checkpoint."
         )
 
-    weights = source.state_dict()
     backbone.load_state_dict(weights, strict=True)
     for name, tensor in backbone.state_dict().items():  # every tensor now equals the checkpoint's
         if not torch.equal(tensor, weights[name].to(tensor.device, tensor.dtype)):
@@ -226,9 +259,14 @@ def load_pvt_backbone_weights(model: torch.nn.Module, checkpoint: str, **from_pr
 
 
 def pvt_backbone_config(checkpoint: str, out_features: list[str], **from_pretrained_kwargs) -> PvtConfig:
-    """The checkpoint's PVT architecture as a backbone config: its shape and numeric settings, the given
-    `out_features`, and none of a classifier's label names."""
-    saved = PvtConfig.from_pretrained(checkpoint, **from_pretrained_kwargs)
+    """The checkpoint's PVT architecture (a PVT checkpoint's, or the backbone's of a trained detector or
+    segmenter) as a backbone config: its shape and numeric settings, the given `out_features`, and none of a
+    classifier's label names."""
+    config_dict, _ = PvtConfig.get_config_dict(checkpoint, **from_pretrained_kwargs)
+    if _dense_model_type(config_dict) is not None:
+        saved = PvtConfig.from_dict(config_dict.get("backbone_config") or {})
+    else:
+        saved = PvtConfig.from_pretrained(checkpoint, **from_pretrained_kwargs)
     architecture = {name: getattr(saved, name) for name in PvtConfig.__annotations__ if not name.startswith("_")}
     return PvtConfig(**architecture, out_features=out_features)
 

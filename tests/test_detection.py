@@ -355,6 +355,27 @@ def test_helper_loads_a_repo_id_from_the_hub_cache(tmp_path):
     assert all(torch.equal(tensor, weights[f"pvt.{name}"]) for name, tensor in backbone_weights(model).items())
 
 
+@pytest.mark.parametrize("source, target", [("upernet", "mask2former"), ("detr", "upernet"), ("mask2former", "detr")])
+def test_helper_takes_the_backbone_of_a_trained_detector_or_segmenter(tmp_path, source, target):
+    # A saved DETR renames backbone tensors on disk (its conversion rules); the backbone must still arrive exactly.
+    trained = tiny_detector(source, seed=3)
+    trained.save_pretrained(tmp_path / source)
+    model = pvt_detector_from_checkpoint(target, str(tmp_path / source), **TINY_HEADS[target])
+    assert isinstance(model, MODEL_CLASSES[target])
+    expected = backbone_weights(trained)
+    assert sorted(backbone_weights(model)) == sorted(expected)
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in backbone_weights(model).items())
+
+
+def test_helper_refuses_a_detector_with_another_pvt_naming_the_tensors(tmp_path):
+    tiny_detector("upernet", hidden_sizes=[16, 32, 48, 64]).save_pretrained(tmp_path / "upernet")
+    model = tiny_detector("mask2former")
+    before = backbone_weights(model)
+    with pytest.raises(ValueError, match=r"stages\.2\.layers\.0\.attention\.k_proj\.weight \(48, 48\) vs \(40, 40\)"):
+        load_pvt_backbone_weights(model, str(tmp_path / "upernet"))
+    assert all(torch.equal(before[name], tensor) for name, tensor in backbone_weights(model).items())
+
+
 @pytest.mark.parametrize(
     "overrides, named",
     [

@@ -65,7 +65,8 @@ def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str
     group.add_argument(
         "--pvt_checkpoint",
         type=existing_folder_or_hub_id,
-        help="PVT folder or Hub repo id whose weights start the backbone.",
+        help="PVT folder or Hub repo id whose weights start the backbone (or a trained detector / segmenter with a "
+        "PVT backbone, whose backbone is taken).",
     )
     variant_help = "The randomly initialised backbone, when there is no --pvt_checkpoint"
     group.add_argument(
