@@ -325,6 +325,23 @@ def test_training_on_an_image_folder_dataset(tmp_path, architecture):
     assert list(results["eval_per_category_iou"]) == ["0", "1"]
 
 
+def test_mask2former_starts_from_the_frozen_backbone_of_a_trained_upernet(tmp_path):
+    # The README's two runs in small: UperNet trains a PVT, Mask2Former takes it (frozen) from UperNet's folder.
+    upernet_run, mask2former_run = tmp_path / "upernet", tmp_path / "mask2former"
+    train_segmentation_command.main(run_arguments(upernet_run, "upernet"))
+    arguments = run_arguments(mask2former_run, pvt_config_overrides="{}", freeze_backbone_stages=4)
+    train_segmentation_command.main(arguments + [f"--pvt_checkpoint={upernet_run}"])
+    trained = find_pvt_backbone(AutoModelForSemanticSegmentation.from_pretrained(upernet_run)).state_dict()
+    reused = find_pvt_backbone(AutoModelForUniversalSegmentation.from_pretrained(mask2former_run)).state_dict()
+    assert sorted(reused) == sorted(trained)
+    assert all(torch.equal(tensor, trained[name]) for name, tensor in reused.items())
+
+    with pytest.raises(ValueError, match="--pvt_checkpoint org/no-such-pvt is not a folder here"):
+        train_segmentation_command.main(
+            run_arguments(tmp_path / "missing", pvt_config_overrides="{}") + ["--pvt_checkpoint=org/no-such-pvt"]
+        )
+
+
 def test_instance_task_needs_mask2former_and_bad_labels_are_named(tmp_path):
     with pytest.raises(ValueError, match="UperNet predicts semantic label maps only"):
         train_segmentation_command.main(run_arguments(tmp_path / "a", "upernet", task="instance"))

@@ -69,7 +69,14 @@ def build_model_with_pvt_backbone(args: argparse.Namespace, id2label: dict[int, 
             "fixes the architecture. Give one of the two."
         )
     if args.pvt_checkpoint:
-        return pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **model_kwargs)
+        try:
+            return pvt_detector_from_checkpoint(args.architecture, args.pvt_checkpoint, **model_kwargs)
+        except OSError as error:  # neither a folder here nor a Hub repo that can be read (offline, misspelt)
+            raise ValueError(
+                f"--pvt_checkpoint {args.pvt_checkpoint} is not a folder here, and no Hub repo of that name could be "
+                f"read ({str(error).splitlines()[0]}). Give the folder a training run wrote (e.g. out/upernet-digits) "
+                "or a Hub repo id org/name."
+            ) from error
     settings = {**PVT_VARIANTS[args.pvt_variant], **args.pvt_config_overrides}
     pvt_config = PvtConfig(**settings, out_features=DEFAULT_OUT_FEATURES[args.architecture])
     config = detector_config_with_pvt(args.architecture, pvt_config, **model_kwargs)
