@@ -134,7 +134,7 @@ def test_canvases_draw_their_digits_from_the_classification_split(monkeypatch):
     scans = np.round(load_digits().images * 255 / 16)
     for name in ("train", "validation"):
         ink = np.stack([255 - np.asarray(image)[:, :, 0] for image in dataset[name]["image"]])
-        np.testing.assert_array_equal(ink, scans[indices[name]])
+        np.testing.assert_array_equal(ink, scans[list(indices[name])])
     assert not set(indices["train"]) & set(indices["validation"])
     # ... and the detection / segmentation canvases take their digits from those parts only.
     threes = [int(index) for index in np.flatnonzero(load_digits().target == 3)]
