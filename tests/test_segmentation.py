@@ -189,8 +189,7 @@ def run_arguments(output_dir, architecture="mask2former", **overrides) -> list[s
         "architecture": architecture,
         "num_train_images": 4,
         "num_validation_images": 2,
-        "canvas_size": 64,
-        "image_size": 64,
+        "canvas_size": 64,  # --image_size left to its default: the canvas size (check_run_folder checks it)
         "per_device_train_batch_size": 4,
         "per_device_eval_batch_size": 2,
         "max_train_steps": 4,
@@ -300,6 +299,7 @@ def test_training_on_an_image_folder_dataset(tmp_path, architecture):
             architecture,
             dataset_name=tmp_path / "data",
             id2label=tmp_path / "id2label.json",
+            image_size=64,
             per_device_train_batch_size=3,
             max_train_steps=4,
         )
@@ -317,6 +317,7 @@ def test_training_on_an_image_folder_dataset(tmp_path, architecture):
             tmp_path / "reduced",
             architecture,
             dataset_name=tmp_path / "data",
+            image_size=64,
             reduce_labels=True,
             max_train_steps=1,
             per_device_train_batch_size=3,

@@ -16,11 +16,14 @@ from pvt_tools.commands.dense_arguments import (
     add_digits_flags,
     add_run_flags,
     add_schedule_flags,
+    positive_int,
     run_console_command,
 )
 from pvt_tools.training.loop import parse_checkpointing_steps
 from pvt_tools.training.segmentation import ARCHITECTURES, train_segmenter
 from pvt_tools.training.segmentation_data import TASKS
+
+DATASET_IMAGE_SIZE = 512  # the size of Transformers' segmentation examples (ADE20k)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     data.add_argument("--id2label", help='JSON file of class ids to names, e.g. {"0": "background", "1": "cat"}.')
     add_digits_flags(data, canvas_size=64)
-    data.add_argument("--image_size", type=int, default=512, help="Images (and label maps) are resized to this square.")
+    data.add_argument(
+        "--image_size",
+        type=positive_int,
+        help=f"Images (and label maps) are resized to this square (default: the canvas size for the digits, "
+        f"{DATASET_IMAGE_SIZE} for a data set).",
+    )
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
@@ -81,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_run_flags(training)
     args = parser.parse_args(argv)
     args.checkpointing_steps = parse_checkpointing_steps(args.checkpointing_steps)
+    if args.image_size is None:  # the digits at their own size: upscaling 64-pixel canvases only slows training
+        args.image_size = args.canvas_size if args.dataset_name is None else DATASET_IMAGE_SIZE
     return args
 
 
