@@ -187,8 +187,11 @@ def _read_pvt_checkpoint(checkpoint: str, backbone: PvtBackbone, **from_pretrain
         ours = backbone.state_dict()
         missing = set(ours) - set(weights)
         unexpected = set(weights) - set(ours)
-        mismatched = [(name, weights[name].shape, ours[name].shape) for name in set(ours) & set(weights)]
-        mismatched = [(name, theirs, mine) for name, theirs, mine in mismatched if theirs != mine]
+        mismatched = [
+            (name, weights[name].shape, ours[name].shape)
+            for name in set(ours) & set(weights)
+            if weights[name].shape != ours[name].shape
+        ]
         loading_info = {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
         checkpoint_type = pvt_config["model_type"]
     else:

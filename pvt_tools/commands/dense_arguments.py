@@ -15,6 +15,7 @@ from pathlib import Path
 from configuration_pvt import PVT_VARIANTS
 from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
 from pvt_tools.training.classification import check_variant_name
+from pvt_tools.training.data import DEFAULT_TRAIN_VAL_SPLIT
 from pvt_tools.training.loop import UsageError
 
 
@@ -45,7 +46,12 @@ def add_dataset_flags(group: argparse._ArgumentGroup, *, dataset_name_help: str)
     """--dataset_name, --dataset_config_name and --train_val_split."""
     group.add_argument("--dataset_name", type=existing_folder_or_hub_id, help=dataset_name_help)
     group.add_argument("--dataset_config_name")
-    group.add_argument("--train_val_split", type=float, default=0.15, help="Used when there is no validation split.")
+    group.add_argument(
+        "--train_val_split",
+        type=float,
+        default=DEFAULT_TRAIN_VAL_SPLIT,
+        help="Used when there is no validation split.",
+    )
 
 
 def add_digits_flags(group: argparse._ArgumentGroup, *, canvas_size: int) -> None:
