@@ -219,7 +219,8 @@ def render_trained_card(
             task_type="image-classification",
             dataset_type=dataset or "custom",
             dataset_name=dataset or "custom",
-            metric_type=name.removeprefix("eval_"),
+            dataset_split="test" if name.startswith("test_") else "validation",
+            metric_type=name.removeprefix("eval_").removeprefix("test_"),
             metric_name=name,
             metric_value=value,
         )

@@ -599,10 +599,20 @@ def train_image_classifier(
                 accelerator.print(skipped_message)
     final = history.last_evaluation
     eval_metrics = final_eval_metrics(history)
+    test_metrics = {}
+    if not streaming and "test" in dataset:  # the final model on images that neither trained nor guided it
+        test_dataset = ImageClassificationDataset(dataset["test"], build_eval_transform(image_processor), *columns)
+        test_dataloader = accelerator.prepare(
+            DataLoader(test_dataset, batch_size=run_args.per_device_eval_batch_size, **loader_settings)
+        )
+        scored = classification_evaluator(accelerator, test_dataloader, len(names))(model)
+        test_metrics = {f"test_{name}": value for name, value in scored.items()}
+        test_metrics["test_samples"] = len(test_dataset)
     step_losses = [record["loss"] for record in history.steps]
     results = {
         "epoch": final["epoch"],
         **eval_metrics,
+        **test_metrics,
         "eval_samples": evaluate_model.num_examples if streaming else len(eval_dataset),
         "train_samples": history.throughput.get("train_samples_this_run") if streaming else len(train_dataset),
         "train_steps": final["step"],
@@ -619,13 +629,17 @@ def train_image_classifier(
             repo_id=run_args.hub_model_id,
             image_processor=image_processor,
             dataset=dataset_label(data_args),
-            metrics=eval_metrics,
+            metrics={**eval_metrics, **{name: value for name, value in test_metrics.items() if name != "test_samples"}},
             base_model=hub_repo_or_none(model_args.model_name_or_path),
             overwrite=True,
             beside_other_files=True,
         )
         write_json(output_dir / "all_results.json", results)
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items() if isinstance(value, float))
+        shown = ", ".join(
+            f"{name} {value:.4f}"
+            for name, value in {**eval_metrics, **test_metrics}.items()
+            if isinstance(value, float)
+        )
         accelerator.print(
             f"{shown}; {results['train_steps']} steps in {results['train_runtime']:.0f} s "
             f"({results['train_samples_per_second']:.1f} img/s)."

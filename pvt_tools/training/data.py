@@ -85,6 +85,22 @@ class DataArguments:
         default=DEFAULT_TRAIN_VAL_SPLIT,
         metadata={"help": "Fraction of train split off for validation if there is no validation split."},
     )
+    train_split_name: str = field(default="train", metadata={"help": "The split to train on."})
+    validation_split_name: str = field(
+        default="validation",
+        metadata={
+            "help": "The split that guides the run (evaluated every epoch); when the data has none, "
+            "--train_val_split of the training split is held out instead."
+        },
+    )
+    test_split_name: str | None = field(
+        default="test",
+        metadata={
+            "help": "The split the final model is scored on (test_* metrics in all_results.json, as Transformers' "
+            "examples with --do_predict), when the data has it; 'none' skips it."
+        },
+    )
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep only this many test examples."})
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "The column holding the class indices."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
@@ -123,9 +139,19 @@ class DataArguments:
             raise DataError("--validation_dir needs --train_dir: there is nothing to train on.")
         if not 0.0 <= self.train_val_split < 1.0:
             raise DataError(f"--train_val_split must be in [0, 1), got {self.train_val_split}.")
+        if self.test_split_name in ("", "none", "None"):
+            self.test_split_name = None
+        named = [self.train_split_name, self.validation_split_name, self.test_split_name]
+        if len({name for name in named if name}) < len([name for name in named if name]):
+            raise DataError(
+                f"--train_split_name {self.train_split_name!r}, --validation_split_name {self.validation_split_name!r} "
+                f"and --test_split_name {self.test_split_name!r} must name different splits: a model scored on the "
+                "images it trained or was selected on says nothing about new images."
+            )
         for flag, limit in (
             ("--max_train_samples", self.max_train_samples),
             ("--max_eval_samples", self.max_eval_samples),
+            ("--max_test_samples", self.max_test_samples),
         ):
             if limit is not None and limit < 0:
                 raise DataError(f"{flag} must be a number of examples >= 0, got {limit}.")
@@ -319,10 +345,6 @@ def load_raw_dataset(args: DataArguments) -> DatasetDict:
         dataset = load_digits_dataset()
     if not isinstance(dataset, DatasetDict):
         raise DataError(f"Expected a dataset with named splits, got {type(dataset).__name__}.")
-    if "train" not in dataset:
-        raise DataError(
-            f"The dataset has no 'train' split (its splits: {list(dataset)}); image classification needs one."
-        )
     return dataset
 
 
@@ -388,7 +410,7 @@ def check_not_empty(split: Dataset, split_name: str) -> None:
         raise DataError(
             f"The {split_name!r} split is empty: there is nothing to "
             f"{'train' if split_name == 'train' else 'evaluate'} on. Check the dataset or folder, "
-            f"--max_{'train' if split_name == 'train' else 'eval'}_samples and --train_val_split."
+            f"--max_{ {'train': 'train', 'test': 'test'}.get(split_name, 'eval') }_samples and --train_val_split."
         )
 
 
@@ -443,31 +465,55 @@ def drop_unreadable_images(
     raise DataError(f"--corrupt_images must be 'error' or 'skip', got {policy!r}.")
 
 
-def load_image_classification_dataset(args: DataArguments) -> tuple[DatasetDict, dict[str, list[str]]]:
-    """The checked "train" and "validation" splits, and the unreadable images skipped per split ("file (why)")."""
-    dataset = load_raw_dataset(args)
-    check_columns(dataset, args.image_column_name, args.label_column_name)
-    if "validation" not in dataset:
-        check_not_empty(dataset["train"], "train")
+def select_splits(dataset: DatasetDict, args: DataArguments) -> DatasetDict:
+    """The source's splits under the names the training code uses: "train", "validation" (the source's, or held
+    out of train) and "test" when the source has one (--train_split_name, --validation_split_name,
+    --test_split_name)."""
+    if args.train_split_name not in dataset:
+        raise DataError(
+            f"The dataset has no {args.train_split_name!r} split to train on (its splits: {list(dataset)}): name one "
+            "with --train_split_name."
+        )
+    if args.test_split_name is not None and args.test_split_name not in dataset and args.test_split_name != "test":
+        raise DataError(
+            f"--test_split_name {args.test_split_name!r} is not a split of the dataset (its splits: {list(dataset)})."
+        )
+    train = dataset[args.train_split_name]
+    if args.validation_split_name in dataset:
+        selected = {"train": train, "validation": dataset[args.validation_split_name]}
+    else:
+        check_not_empty(train, "train")
         if args.train_val_split <= 0:
             raise DataError(
-                f"The dataset has no 'validation' split (its splits: {list(dataset)}) and --train_val_split is 0: "
-                "give a validation split (--validation_dir) or a fraction of train to split off."
+                f"The dataset has no {args.validation_split_name!r} split (its splits: {list(dataset)}) and "
+                "--train_val_split is 0: give a validation split (--validation_dir, --validation_split_name) or a "
+                "fraction of train to split off."
             )
         try:
-            dataset = split_off_validation(dataset["train"], args.train_val_split, args.label_column_name)
+            selected = dict(split_off_validation(train, args.train_val_split, args.label_column_name))
         except ValueError as error:
             raise DataError(
-                f"Cannot split {args.train_val_split:.0%} of the {len(dataset['train'])} training examples off for "
+                f"Cannot split {args.train_val_split:.0%} of the {len(train)} training examples off for "
                 f"validation ({error}). Give more data, a validation split, or another --train_val_split."
             ) from error
-    dataset = DatasetDict({"train": dataset["train"], "validation": dataset["validation"]})
-    for split_name, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
-        if limit is not None:
+    if args.test_split_name in dataset:
+        selected["test"] = dataset[args.test_split_name]
+    return DatasetDict(selected)
+
+
+def load_image_classification_dataset(args: DataArguments) -> tuple[DatasetDict, dict[str, list[str]]]:
+    """The checked "train" and "validation" splits (and "test" when the data has one), and the unreadable images
+    skipped per split ("file (why)")."""
+    dataset = load_raw_dataset(args)
+    check_columns(dataset, args.image_column_name, args.label_column_name)
+    dataset = select_splits(dataset, args)
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
+    for split_name in dataset:
+        if limits[split_name] is not None:
             split = dataset[split_name]
-            dataset[split_name] = split.shuffle(seed=SPLIT_SEED).select(range(min(limit, len(split))))
+            dataset[split_name] = split.shuffle(seed=SPLIT_SEED).select(range(min(limits[split_name], len(split))))
     skipped = {}
-    for split_name in ("train", "validation"):
+    for split_name in dataset:
         check_not_empty(dataset[split_name], split_name)
         dataset[split_name], skipped[split_name] = drop_unreadable_images(
             dataset[split_name],
@@ -480,7 +526,7 @@ def load_image_classification_dataset(args: DataArguments) -> tuple[DatasetDict,
     names = class_names(dataset["train"], args.label_column_name)
     if not isinstance(dataset["train"].features[args.label_column_name], ClassLabel):
         names = max(names, class_names(dataset["validation"], args.label_column_name), key=len)
-    for split_name in ("train", "validation"):
+    for split_name in dataset:
         check_labels(dataset[split_name], split_name, args.label_column_name, names)
     return dataset, skipped
 

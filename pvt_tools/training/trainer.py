@@ -184,6 +184,13 @@ def finetune(
     metrics["unreadable_images_skipped"] = sum(len(described) for described in skipped.values())
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    if "test" in dataset:  # the final model on images that neither trained nor guided it, as --do_predict does
+        dataset["test"].set_transform(make_batch_transform(build_eval_transform(image_processor), *columns))
+        test_metrics = trainer.predict(dataset["test"], metric_key_prefix="test").metrics
+        test_metrics["test_samples"] = len(dataset["test"])
+        trainer.log_metrics("test", test_metrics)
+        trainer.save_metrics("test", test_metrics)
+        metrics.update(test_metrics)
     if trainer.is_world_process_zero():
         # Trainer's save_model would write the weights a second time; the export is the model (Trainer semantics:
         # an earlier model in --output_dir is replaced, everything else there is left as it is).
