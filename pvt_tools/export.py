@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,35 +427,79 @@ def export_onnx(
     return output_dir, reports
 
 
-def evaluate_onnx_classifier(
-    onnx_path: str | os.PathLike, model_dir: str | os.PathLike, data_args=None, batch_size: int = 64
-) -> float:
-    """Top-1 accuracy of an ONNX classifier on a validation split, preprocessed by `model_dir`'s image processor.
+@dataclass
+class ScoredFile:
+    """One file's top-1 accuracy on the evaluation images, and how fast it ran there (model time only)."""
 
-    Defaults to the demo's data (`DataArguments()`: the 270 validation digits).
-    """
+    name: str
+    accuracy: float
+    images_per_second: float
+    size_bytes: int | None = None
+
+
+def evaluation_split(data_args) -> tuple:
+    """The split an export is scored on: the data's test split when it has one, else its validation split."""
+    from pvt_tools.training.data import load_image_classification_dataset
+
+    dataset = load_image_classification_dataset(data_args)[0]
+    split_name = "test" if "test" in dataset else "validation"
+    return split_name, dataset[split_name]
+
+
+def score_exported_classifier(
+    model_name_or_path: str | os.PathLike,
+    export_dir: str | os.PathLike,
+    data_args,
+    *,
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> tuple[str, int, list[ScoredFile]]:
+    """Top-1 accuracy and images/s of the PyTorch model and of every ONNX file in `export_dir`/onnx, side by side
+    on the same images (the test split of `data_args`' data, else its validation split), preprocessed once by the
+    export's image processor. Returns the split's name, its size and one row per model."""
     from transformers import AutoImageProcessor
 
-    from pvt_tools.training.data import DataArguments, load_image_classification_dataset, to_rgb
+    from pvt_tools.training.data import to_rgb
 
-    data_args = data_args if data_args is not None else DataArguments()
-    validation = load_image_classification_dataset(data_args)[0]["validation"]
-    image_processor = AutoImageProcessor.from_pretrained(model_dir)
-    session = onnx_session(Path(onnx_path))
-    correct = 0
-    for start in range(0, len(validation), batch_size):
-        batch = validation[start : start + batch_size]
-        pixel_values = image_processor([to_rgb(image) for image in batch["image"]], return_tensors="np")["pixel_values"]
-        logits = session.run(["logits"], {"pixel_values": pixel_values.astype(np.float32)})[0]
-        correct += int((logits.argmax(-1) == np.asarray(batch[data_args.label_column_name])).sum())
-    return correct / len(validation)
+    export_dir = Path(export_dir)
+    split_name, split = evaluation_split(data_args)
+    image_processor = AutoImageProcessor.from_pretrained(export_dir)
+    labels = np.asarray(split[data_args.label_column_name])
+    batches = [
+        image_processor(
+            [to_rgb(image) for image in split[start : start + batch_size][data_args.image_column_name]],
+            return_tensors="np",
+        )["pixel_values"].astype(np.float32)
+        for start in range(0, len(split), batch_size)
+    ]
+
+    def score(name: str, predict, size_bytes: int | None = None) -> ScoredFile:
+        predict(batches[0])  # warm-up
+        started = time.perf_counter()
+        predictions = np.concatenate([predict(batch).argmax(-1) for batch in batches])
+        elapsed = time.perf_counter() - started
+        return ScoredFile(name, float((predictions == labels).mean()), len(labels) / elapsed, size_bytes)
+
+    model = load_model_for_task(model_name_or_path, "image-classification").eval()
+
+    def predict_pytorch(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(pixel_values=torch.from_numpy(batch)).logits.numpy()
+
+    rows = [score("PyTorch (float32)", predict_pytorch)]
+    for path in sorted((export_dir / ONNX_SUBFOLDER).glob("*.onnx"), key=lambda path: path.name != MODEL_FILE):
+        session = onnx_session(path, threads)
+        rows.append(
+            score(path.name, lambda batch: session.run(["logits"], {"pixel_values": batch})[0], path.stat().st_size)
+        )
+    return split_name, len(labels), rows
 
 
 __all__ = [
     "DEFAULT_OPSET",
     "TASKS",
     "OnnxExportError",
-    "evaluate_onnx_classifier",
+    "score_exported_classifier",
     "export_onnx",
     "export_program",
     "quantize_int8",

@@ -74,13 +74,16 @@ class ExportError(ValueError):
     """A folder that is not (or cannot become) a Hub-ready PVT export."""
 
 
-def official_eval_image_processor(image_size: int = 224) -> PvtImageProcessor:
+def official_eval_image_processor(image_size: int = 224, crop_ratio: float = EVAL_CROP_RATIO) -> PvtImageProcessor:
     """Transformers' `PvtImageProcessor` set to the authors' evaluation transform: shorter side to
     int(image_size / 0.875) with bicubic resampling, centre crop image_size x image_size, rescale to [0, 1],
-    normalise with the ImageNet mean and std."""
+    normalise with the ImageNet mean and std. `crop_ratio` 1.0 keeps the whole shorter side (small images, whose
+    object fills the frame)."""
+    if not 0 < crop_ratio <= 1:
+        raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio}.")
     return PvtImageProcessor(
         do_resize=True,
-        size={"shortest_edge": int(image_size / EVAL_CROP_RATIO)},
+        size={"shortest_edge": int(image_size / crop_ratio)},
         resample=PILImageResampling.BICUBIC,
         do_center_crop=True,
         crop_size={"height": image_size, "width": image_size},

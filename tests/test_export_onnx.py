@@ -12,6 +12,7 @@ from modeling_pvt import PvtBackbone, PvtForImageClassification
 from pvt_tools import export
 from pvt_tools.commands import export_onnx as export_command
 from pvt_tools.export import OnnxExportError, export_onnx, export_program, onnx_session
+from pvt_tools.training.data import DataError
 from tests.conftest import tiny_config
 
 # Sizes no export below traces with (it traces 2x3x64x64): the smallest, odd, non-square, larger.
@@ -283,3 +284,57 @@ def test_convert_command_passes_onnx_through(tmp_path, monkeypatch, capsys):
     assert calls[0]["onnx"] is True and "disagrees with PyTorch" in capsys.readouterr().err
     convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o")])
     assert calls[1]["onnx"] is False
+
+
+def two_class_parquet_folder(folder, num_train: int = 12, num_test: int = 10):
+    """Random 64x64 images of two classes, with train and test splits, as a parquet folder (--dataset_name)."""
+    import datasets
+    from PIL import Image
+
+    from pvt_tools.training.fashion_mnist import write_parquet_folder
+
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    splits = {
+        name: datasets.Dataset.from_dict(
+            {
+                "image": [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(count)],
+                "label": [index % 2 for index in range(count)],
+            },
+            features=features,
+        )
+        for name, count in (("train", num_train), ("test", num_test))
+    }
+    return write_parquet_folder(datasets.DatasetDict(splits), folder)
+
+
+def test_evaluate_scores_pytorch_and_each_file_on_the_test_split(classifier_folder, classifier_export, tmp_path):
+    from transformers import pipeline
+
+    from pvt_tools.training.data import DataArguments
+
+    folder, _ = classifier_folder
+    data = two_class_parquet_folder(tmp_path / "data")
+    output = classifier_export[0]
+    split_name, num_images, rows = export.score_exported_classifier(
+        folder, output, DataArguments(dataset_name=str(data)), batch_size=4
+    )
+    assert (split_name, num_images) == ("test", 10)
+    assert [row.name for row in rows] == ["PyTorch (float32)", "model.onnx", "model_quantized.onnx"]
+    # The reference: Transformers' own pipeline on the export's processor and the PyTorch model.
+    classify = pipeline("image-classification", model=str(folder), image_processor=str(output))
+    test = __import__("datasets").load_dataset(str(data), split="test")
+    names = classify.model.config.id2label
+    predicted = [classify(image, top_k=1)[0]["label"] for image in test["image"]]
+    expected_accuracy = np.mean([guess == names[label] for guess, label in zip(predicted, test["label"])])
+    assert rows[0].accuracy == pytest.approx(expected_accuracy)
+    assert rows[1].accuracy == pytest.approx(expected_accuracy)  # float32 ONNX: the same predictions
+    assert rows[1].size_bytes == (output / "onnx" / "model.onnx").stat().st_size
+    assert all(row.images_per_second > 0 for row in rows)
+
+
+def test_evaluate_without_data_flags_names_them_before_exporting(classifier_folder, tmp_path):
+    folder, _ = classifier_folder
+    with pytest.raises(DataError, match="--evaluate needs the images to score .* --dataset_name"):
+        export_command.main(["--model", str(folder), "--output", str(tmp_path / "out"), "--evaluate"])
+    assert not (tmp_path / "out").exists()

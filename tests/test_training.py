@@ -559,3 +559,68 @@ def test_demo_reloads_its_model_and_reports_the_training_accuracy(tmp_path, caps
     demo.check_accuracy(0.97, 0.97)
     with pytest.raises(demo.DemoAccuracyError, match=r"validation accuracy is 96\.90%, below the required 97%"):
         demo.check_accuracy(0.969, 0.97)
+
+
+def test_sequence_reduction_keeps_the_papers_grid_and_never_collapses_small_images():
+    from configuration_pvt import PvtConfig
+
+    paper = PvtConfig().sequence_reduction_ratios  # the paper's Table 1: R = 8, 4, 2, 1 at 224 px
+    assert classification.sequence_reduction_for(224, [4, 2, 2, 2]) == paper == [8, 4, 2, 1]
+    assert classification.sequence_reduction_for(800, [4, 2, 2, 2]) == paper  # detection sizes keep the paper's R
+    assert classification.sequence_reduction_for(32, [4, 2, 2, 2]) == [1, 1, 1, 1]
+    assert classification.sequence_reduction_for(64, [4, 2, 2, 2]) == [2, 1, 1, 1]
+    # What the rule is for: every stage's keys and values keep min(7x7, the stage's grid) positions.
+    for image_size, strides in ((32, [4, 2, 2, 2]), (32, [2, 2, 2, 2]), (96, [4, 2, 2, 2]), (224, [4, 2, 2, 2])):
+        grid = image_size
+        for stride, ratio in zip(strides, classification.sequence_reduction_for(image_size, strides)):
+            grid //= stride
+            assert grid // ratio >= min(grid, 7)
+    built, _ = classification.build_model(classification.ModelArguments(image_size=32, patch_sizes=[2, 2, 2, 2]), ["a"])
+    assert built.config.sequence_reduction_ratios == [2, 1, 1, 1] and built.config.strides == [2, 2, 2, 2]
+    given, _ = classification.build_model(
+        classification.ModelArguments(image_size=32, sequence_reduction_ratios=[4, 2, 1, 1]), ["a"]
+    )
+    assert given.config.sequence_reduction_ratios == [4, 2, 1, 1]
+
+
+def test_random_crop_padding_shifts_the_resized_image_without_rescaling():
+    from pvt_tools.training.data import AugmentationArguments, build_train_transform
+
+    rng = np.random.default_rng(0)
+    image = PIL.Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    augmentation = AugmentationArguments(random_crop_padding=3, horizontal_flip_probability=0.0).for_run(3)
+    transform = build_train_transform(32, [0.0] * 3, [1.0] * 3, augmentation)  # identity normalisation
+    resized = torch.from_numpy(np.array(image.resize((32, 32), PIL.Image.BICUBIC))).permute(2, 0, 1).float() / 255
+    padded = torch.nn.functional.pad(resized[None], (3, 3, 3, 3), mode="replicate")[0]
+    windows = {(top, left): padded[:, top : top + 32, left : left + 32] for top in range(7) for left in range(7)}
+    offsets = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        shifted = transform(image)
+        matches = [offset for offset, window in windows.items() if torch.allclose(shifted, window, atol=2 / 255)]
+        assert matches, "the output is no window of the edge-padded, resized image"
+        offsets.add(matches[0])
+    assert len(offsets) > 5  # it does shift
+    assert "random shifts (pad 3 and crop)" in augmentation.describe()
+    with pytest.raises(ValueError, match="--random_crop_padding"):
+        AugmentationArguments(no_augmentation=True, random_crop_padding=2).for_run(3)
+
+
+def test_eval_crop_ratio_one_keeps_the_whole_small_image():
+    from transformers import PvtImageProcessor
+
+    from pvt_tools.hub import official_eval_image_processor
+
+    image = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    whole = PvtImageProcessor(
+        size={"height": 32, "width": 32}, resample=PIL.Image.BICUBIC, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )  # fmt: skip
+    ours = official_eval_image_processor(32, crop_ratio=1.0)
+    np.testing.assert_allclose(
+        ours(image, return_tensors="np")["pixel_values"], whole(image, return_tensors="np")["pixel_values"], atol=1e-6
+    )
+    cropped = official_eval_image_processor(32)(image, return_tensors="np")["pixel_values"]
+    assert not np.allclose(cropped, whole(image, return_tensors="np")["pixel_values"], atol=1e-2)
+    with pytest.raises(UsageError, match="--eval_crop_ratio must be in"):
+        classification.ModelArguments(eval_crop_ratio=1.5)

@@ -2,41 +2,82 @@
 """`pvt-export-onnx`: a PVT model folder (or Hub repo id) -> ONNX files checked in ONNX Runtime.
 
     pvt-export-onnx --model exports/pvt-small --output exports/pvt-small-onnx \\
-        [--task image-classification|backbone] [--opset 18] [--quantize int8] [--evaluate]
+        [--task image-classification|backbone] [--opset 18] [--quantize int8]
+    pvt-export-onnx --model runs/fashion --output exports/fashion-onnx --quantize int8 \\
+        --evaluate --dataset_name data/fashion-mnist          # score on the data's test split
 
 Writes <output>/onnx/model.onnx (and onnx/model_quantized.onnx with --quantize int8), config.json and
 preprocessor_config.json: the layout Transformers.js and Optimum read. One graph serves every batch size and image
 size (each side at least 32 pixels for the paper's models). Each file is run in ONNX Runtime against PyTorch before
-the folder appears; a failed check, or bad input, leaves nothing written. --evaluate then prints the top-1 accuracy
-of each file on the demo's 270 validation digits (for a model trained with `pvt-demo`).
+the folder appears; a failed check, or bad input, leaves nothing written. --evaluate then scores PyTorch and each
+file side by side (top-1 accuracy, images/s) on the data named by pvt-train's data flags (--dataset_name,
+--train_dir / --validation_dir, ...): its test split when it has one, else its validation split. Without data flags
+only a model of the ten digits (`make demo`) is scored, on the demo's 270 validation digits.
 """
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
-from pvt_tools.export import DEFAULT_OPSET, QUANTIZATIONS, TASKS, OnnxExportError, evaluate_onnx_classifier, export_onnx
+from transformers import AutoConfig, HfArgumentParser
+
+from pvt_tools.export import (
+    DEFAULT_OPSET,
+    QUANTIZATIONS,
+    TASKS,
+    OnnxExportError,
+    export_onnx,
+    score_exported_classifier,
+)
+from pvt_tools.training.data import DIGIT_NAMES, DataArguments, DataError
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="A PVT model folder (save_pretrained / an export) or repo id.")
-    parser.add_argument("--output", required=True, help="A new (or empty) folder for the ONNX export.")
-    parser.add_argument("--task", default="image-classification", help=f"One of {', '.join(TASKS)}.")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}).")
-    parser.add_argument("--quantize", default=None, help=f"Also write an int8 file ({', '.join(QUANTIZATIONS)}).")
-    parser.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="Print each file's accuracy on the demo's validation digits (image-classification).",
+@dataclass
+class ExportArguments:
+    model: str = field(metadata={"help": "A PVT model folder (save_pretrained / an export) or repo id."})
+    output: str = field(metadata={"help": "A new (or empty) folder for the ONNX export."})
+    task: str = field(default="image-classification", metadata={"help": f"One of {', '.join(TASKS)}."})
+    opset: int = field(default=DEFAULT_OPSET, metadata={"help": f"ONNX opset (default {DEFAULT_OPSET})."})
+    quantize: str | None = field(
+        default=None, metadata={"help": f"Also write an int8 file ({', '.join(QUANTIZATIONS)})."}
     )
-    return parser.parse_args(argv)
+    evaluate: bool = field(
+        default=False,
+        metadata={
+            "help": "Score PyTorch and each file (accuracy, images/s) on the data of the data flags: its test split, "
+            "else its validation split (image-classification)."
+        },
+    )
+    evaluation_batch_size: int = field(default=64, metadata={"help": "Images per batch when scoring."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ExportArguments, DataArguments]:
+    parser = HfArgumentParser((ExportArguments, DataArguments), description=__doc__.split("\n\n")[0])
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def data_to_score_on(args: ExportArguments, data_args: DataArguments) -> DataArguments:
+    """The data flags as given; without any, the demo's digits, but only for a model of the ten digits."""
+    if data_args.dataset_name or data_args.train_dir:
+        return data_args
+    labels = list(AutoConfig.from_pretrained(args.model).id2label.values())
+    if sorted(labels) == DIGIT_NAMES:
+        return data_args
+    raise DataError(
+        f"--evaluate needs the images to score {args.model} on: give the data flags of pvt-train (--dataset_name "
+        "<Hub name or folder>, or --train_dir with --validation_dir). Without them only a model of the ten digits "
+        "(make demo) is scored, on the demo's validation digits."
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Export; return {"output": folder, "verified": [...], "accuracy": {file: top-1}} (accuracy with --evaluate)."""
-    args = parse_args(argv)
+    """Export; return {"output": folder, "verified": [...], "scores": [ScoredFile, ...]} (scores with --evaluate)."""
+    args, data_args = parse_args(argv)
+    if args.evaluate and args.task != "image-classification":
+        raise OnnxExportError(f"--evaluate scores classifiers; --task {args.task} has no accuracy to score.")
+    if args.evaluate:
+        data_args = data_to_score_on(args, data_args)  # before the export: a missing flag costs nothing
     folder, reports = export_onnx(args.model, args.output, task=args.task, opset=args.opset, quantize=args.quantize)
-    result = {"output": folder, "verified": reports, "accuracy": {}}
+    result = {"output": folder, "verified": reports, "scores": []}
     for report in reports:
         agreement = "" if report.top1_agreement is None else f", top-1 agreement {report.top1_agreement:.0%}"
         size = (folder / "onnx" / report.file).stat().st_size
@@ -44,18 +85,27 @@ def main(argv: list[str] | None = None) -> dict:
             f"wrote {folder / 'onnx' / report.file} ({size / 1e6:.2f} MB): checked in ONNX Runtime at "
             f"{report.shapes}, largest relative difference {report.max_relative_difference:.2g}{agreement}"
         )
-        if args.evaluate and args.task == "image-classification":
-            accuracy = evaluate_onnx_classifier(folder / "onnx" / report.file, folder)
-            result["accuracy"][report.file] = accuracy
-            print(f"  validation accuracy ({report.file}): {accuracy:.4f}")
+    if args.evaluate:
+        split_name, num_images, rows = score_exported_classifier(
+            args.model, folder, data_args, batch_size=args.evaluation_batch_size
+        )
+        result["scores"] = rows
+        print(f"Scored on the {split_name} split ({num_images:,} images, batch {args.evaluation_batch_size}):")
+        for row in rows:
+            drop = 100 * (rows[0].accuracy - row.accuracy)
+            size = "" if row.size_bytes is None else f", {row.size_bytes / 1e6:.2f} MB"
+            print(
+                f"  {row.name:<24} accuracy {row.accuracy:.4f} ({drop:+.2f} points below PyTorch), "
+                f"{row.images_per_second:,.0f} images/s{size}"
+            )
     return result
 
 
 def run() -> None:
-    """Console entry point."""
+    """Console entry point: bad input ends with its message, not a traceback."""
     try:
         main()
-    except OnnxExportError as error:
+    except (OnnxExportError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
