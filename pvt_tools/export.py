@@ -489,9 +489,11 @@ def score_exported_classifier(
     rows = [score("PyTorch (float32)", predict_pytorch)]
     for path in sorted((export_dir / ONNX_SUBFOLDER).glob("*.onnx"), key=lambda path: path.name != MODEL_FILE):
         session = onnx_session(path, threads)
-        rows.append(
-            score(path.name, lambda batch: session.run(["logits"], {"pixel_values": batch})[0], path.stat().st_size)
-        )
+
+        def predict_onnx(batch: np.ndarray, session=session) -> np.ndarray:
+            return session.run(["logits"], {"pixel_values": batch})[0]
+
+        rows.append(score(path.name, predict_onnx, path.stat().st_size))
     return split_name, len(labels), rows
 
 
