@@ -195,6 +195,49 @@ def test_prepare_refuses_a_folder_with_files_and_replaces_it_only_when_told(tmp_
     assert oct(output.stat().st_mode & 0o777) == "0o755"
 
 
+def scored_on_the_test_split(output_dir: Path, parquet: Path) -> float:
+    """The test accuracy recomputed from the saved export: its image processor, its model, the test split."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    test = datasets.load_dataset(str(parquet), split="test")
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    pixel_values = processor([image.convert("RGB") for image in test["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        predictions = model(pixel_values=pixel_values).logits.argmax(-1).numpy()
+    return float((predictions == np.asarray(test["label"])).mean())
+
+
+TINY_RUN = [
+    "--image_size", "32", "--hidden_sizes", "16", "32", "48", "64", "--depths", "1", "1", "1", "1",
+    "--num_attention_heads", "1", "1", "2", "2", "--per_device_train_batch_size", "8", "--seed", "3",
+]  # fmt: skip
+
+
+def test_both_training_commands_score_the_final_model_on_the_test_split(tmp_path):
+    from pvt_tools.commands import finetune_with_trainer
+
+    write_idx_folder(tmp_path / "idx", num_train=40, num_test=24)
+    parquet = write_parquet_folder(load_fashion_mnist(tmp_path / "idx"), tmp_path / "parquet")
+    data = ["--dataset_name", str(parquet), "--train_val_split", "0.25"]
+    train.main([*data, *TINY_RUN, "--max_train_steps", "4", "--output_dir", str(tmp_path / "accelerate")])
+    results = json.loads((tmp_path / "accelerate" / "all_results.json").read_text())
+    assert results["test_samples"] == 24 and results["eval_samples"] == 10 and results["train_samples"] == 30
+    assert results["test_accuracy"] == pytest.approx(scored_on_the_test_split(tmp_path / "accelerate", parquet))
+    card = (tmp_path / "accelerate" / "README.md").read_text()
+    assert "name: test_accuracy" in card and "split: test" in card
+
+    trainer_dir = tmp_path / "trainer"
+    arguments = [*data, *TINY_RUN, "--max_steps", "4", "--output_dir", str(trainer_dir), "--report_to", "none"]
+    finetune_with_trainer.finetune(
+        *finetune_with_trainer.parse_args([*arguments, "--use_cpu", "--save_strategy", "no"])
+    )
+    results = json.loads((trainer_dir / "all_results.json").read_text())
+    assert results["test_samples"] == 24
+    assert results["test_accuracy"] == pytest.approx(scored_on_the_test_split(trainer_dir, parquet))
+
+
 def debian_fashion_mnist() -> Path:
     """Debian's Fashion-MNIST files; fails where they must be there (CI sets PVT_REQUIRE_FASHION_MNIST=1), else
     skips saying how to get them."""

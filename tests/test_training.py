@@ -624,3 +624,9 @@ def test_eval_crop_ratio_one_keeps_the_whole_small_image():
     assert not np.allclose(cropped, whole(image, return_tensors="np")["pixel_values"], atol=1e-2)
     with pytest.raises(UsageError, match="--eval_crop_ratio must be in"):
         classification.ModelArguments(eval_crop_ratio=1.5)
+    # By default evaluation sees the scale training saw: a crop after zooming crops, the whole image after shifts.
+    from pvt_tools.training.data import AugmentationArguments
+
+    assert classification.eval_crop_ratio_for(AugmentationArguments()) == 224 / 256
+    assert classification.eval_crop_ratio_for(AugmentationArguments(random_crop_padding=2)) == 1.0
+    assert classification.eval_crop_ratio_for(AugmentationArguments(no_augmentation=True)) == 1.0
