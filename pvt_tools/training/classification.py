@@ -280,6 +280,7 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForIma
         "label2id": {name: index for index, name in enumerate(names)},
     }
     overrides = {name: getattr(model_args, name) for name in ARCHITECTURE_OVERRIDES if getattr(model_args, name)}
+    crop_ratio = model_args.eval_crop_ratio or EVAL_CROP_RATIO
     if model_args.model_name_or_path is None:
         recipe = VARIANT_RECIPES.get(model_args.variant, {"drop_path_rate": 0.1})
         drop_path_rate = recipe["drop_path_rate"] if model_args.drop_path_rate is None else model_args.drop_path_rate
@@ -292,9 +293,7 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForIma
         config = PvtConfig.from_variant(
             model_args.variant, image_size=image_size, drop_path_rate=drop_path_rate, **overrides, **labels
         )
-        return PvtForImageClassification(config), official_eval_image_processor(
-            image_size, model_args.eval_crop_ratio or EVAL_CROP_RATIO
-        )
+        return PvtForImageClassification(config), official_eval_image_processor(image_size, crop_ratio)
 
     if overrides:
         raise ValueError(
@@ -316,14 +315,10 @@ def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForIma
     try:
         image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
     except OSError:  # no preprocessor_config.json: the authors' evaluation transform
-        image_processor = official_eval_image_processor(
-            model_args.image_size or config_size, model_args.eval_crop_ratio or EVAL_CROP_RATIO
-        )
+        image_processor = official_eval_image_processor(model_args.image_size or config_size, crop_ratio)
     if model_args.image_size is not None and model_args.image_size != processor_image_size(image_processor):
         mean, std = image_processor.image_mean, image_processor.image_std
-        image_processor = official_eval_image_processor(
-            model_args.image_size, model_args.eval_crop_ratio or EVAL_CROP_RATIO
-        )
+        image_processor = official_eval_image_processor(model_args.image_size, crop_ratio)
         image_processor.image_mean, image_processor.image_std = mean, std
     return model, image_processor
 
