@@ -126,10 +126,11 @@ ARCHITECTURE_OVERRIDES = (
 )
 # The paper's spatial reductions (R = 8, 4, 2, 1 at 224 px) keep every stage's keys and values on a 7x7 grid (the
 # stages' grids are 56, 28, 14, 7). Kept at other sizes, the same R collapse them: at 32 px every stage's keys and
-# values are one token, so attention can only copy one averaged value to every position. Measured on Fashion-MNIST
-# (benchmarks/fashion_mnist.md): 0.837 validation accuracy after 3 epochs with the paper's R, ... with R from the
-# grid. From scratch, unless --sequence_reduction_ratios is given, R_i = min(paper's R_i, max(1, grid_i // 7)):
-# the paper's R at 224 px and above, less reduction below.
+# values are one token, so each attention layer can only add one averaged value to every position. Measured on
+# Fashion-MNIST at 32 px (benchmarks/fashion_mnist.md): the same accuracy after 3 epochs (0.837 with the paper's R,
+# 0.839 without reduction), with 21% fewer parameters and 1.24x the training throughput (no reduction layers).
+# From scratch, unless --sequence_reduction_ratios is given, R_i = min(paper's R_i, max(1, grid_i // 7)): the
+# paper's R at 224 px and above, less reduction below.
 PAPER_REDUCED_GRID = 7
 
 
