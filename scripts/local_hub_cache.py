@@ -1,5 +1,5 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
-"""Place an export in the local Hub cache so "org/name" loads offline (the `pvt-local-cache` command).
+"""Place an export in the local Hugging Face cache as "org/name" (the `pvt-local-cache` command).
 
 Run with --help for the flags; the work is done by `pvt_tools.commands.local_cache`.
 """

@@ -335,6 +335,6 @@ def test_evaluate_scores_pytorch_and_each_file_on_the_test_split(classifier_fold
 
 def test_evaluate_without_data_flags_names_them_before_exporting(classifier_folder, tmp_path):
     folder, _ = classifier_folder
-    with pytest.raises(DataError, match="--evaluate needs the images to score .* --dataset_name"):
+    with pytest.raises(DataError, match=r"--evaluate needs the images to score .* \(--dataset_name"):
         export_command.main(["--model", str(folder), "--output", str(tmp_path / "out"), "--evaluate"])
     assert not (tmp_path / "out").exists()

@@ -53,13 +53,13 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def write_idx_folder(folder: Path, num_train: int = 30, num_test: int = 20, seed: int = 0) -> dict:
-    """The four files under their published names (gzip), with random images and labels 0..9."""
+    """The four files under their published names (gzip), with random images and balanced labels 0..9."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for prefix, count in (("train", num_train), ("t10k", num_test)):
         images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+        labels = rng.permutation(np.arange(count) % 10).astype(np.uint8)  # every class, as evenly as possible
         (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
         arrays[prefix] = (images, labels)
