@@ -92,12 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["scores"] = rows
         print(f"Scored on the {split_name} split ({num_images:,} images, batch {args.evaluation_batch_size}):")
         for row in rows:
-            drop = 100 * (rows[0].accuracy - row.accuracy)
+            change = "" if row is rows[0] else f" ({100 * (row.accuracy - rows[0].accuracy):+.2f} points)"
             size = "" if row.size_bytes is None else f", {row.size_bytes / 1e6:.2f} MB"
-            print(
-                f"  {row.name:<24} accuracy {row.accuracy:.4f} ({drop:+.2f} points below PyTorch), "
-                f"{row.images_per_second:,.0f} images/s{size}"
-            )
+            print(f"  {row.name:<24} accuracy {row.accuracy:.4f}{change}, {row.images_per_second:,.0f} images/s{size}")
     return result
 
 

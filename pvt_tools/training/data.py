@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 import datasets
+import huggingface_hub
 import numpy as np
 import PIL.Image
+import pyarrow
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from torchvision.transforms import v2
@@ -346,10 +348,39 @@ def digits_split_indices() -> dict[str, tuple[int, ...]]:
     return {name: tuple(part[:]["index"]) for name, part in split.items()}  # [:]: one read, not a lazy column
 
 
+def load_named_dataset(args: DataArguments) -> DatasetDict:
+    """--dataset_name: a local folder of data files, or a Hub data set; a name that is neither, or files that cannot
+    be read, get an error that names them and the fix (not a Hub traceback)."""
+    name = args.dataset_name
+    try:
+        return datasets.load_dataset(name, args.dataset_config_name, cache_dir=args.cache_dir)
+    except (
+        datasets.exceptions.DatasetGenerationError,
+        datasets.exceptions.DataFilesNotFoundError,
+        pyarrow.ArrowException,
+    ) as error:
+        cause = error.__cause__ or error
+        raise DataError(
+            f"--dataset_name {name}: its data files cannot be read ({type(cause).__name__}: {cause}). A file may be "
+            "truncated or not a data file: write the folder again (for Fashion-MNIST: pvt-prepare-fashion-mnist "
+            "--overwrite_output_dir)."
+        ) from error
+    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
+        if Path(name).exists():
+            raise
+        offline = huggingface_hub.constants.is_offline_mode()
+        hub = "the Hub cannot be asked (HF_HUB_OFFLINE is set)" if offline else "the Hub has no such data set"
+        raise DataError(
+            f"--dataset_name {name}: there is no folder {name} here, and {hub}. Give a folder of data files (for "
+            f"Fashion-MNIST: apt-get install dataset-fashion-mnist, then pvt-prepare-fashion-mnist --output_dir "
+            f"{name}) or the name of a Hub data set (org/name)."
+        ) from error
+
+
 def load_raw_dataset(args: DataArguments) -> DatasetDict:
     """The splits as the source has them: a Hub dataset, image folders, or the embedded digits."""
     if args.dataset_name is not None:
-        dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        dataset = load_named_dataset(args)
     elif args.train_dir is not None:
         data_files = {"train": os.path.join(args.train_dir, "**")}
         if args.validation_dir is not None:
