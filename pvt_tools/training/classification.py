@@ -15,14 +15,18 @@ training_history.json and training_curves.png; optionally it pushes the export t
 
 The defaults are the DeiT recipe the PVT authors trained ImageNet with: AdamW, weight decay 0.05, cosine schedule,
 label smoothing 0.1, drop path 0.1 (tiny, small) or 0.3 (medium, large) and gradient clipping at 1.0 for medium
-and large; three defaults adapt to the run:
+and large; five defaults adapt to the run:
 
 - learning rate: from scratch, DeiT's 5e-4 x (total batch size / 512) but at least 5e-4 (DeiT's rule gives 3e-5 at
   batch 32, too low for anything but a 300-epoch run); fine-tuning (--model_name_or_path), 5e-5 as in
   Transformers' image-classification examples;
 - warm-up: DeiT's 5 epochs, but at most 10% of the optimizer steps;
 - augmentations: DeiT's RandAugment, random erasing, MixUp and CutMix for runs of 100 epochs or more; shorter runs
-  get random resized crops (scale 0.35-1) and flips only, which let them learn (see pvt_tools.training.data).
+  get random resized crops (scale 0.35-1) and flips only, which let them learn (see pvt_tools.training.data);
+- evaluation crop: the authors' centre crop (0.875) after random resized crops, the whole image after shifts
+  (--random_crop_padding) or no augmentation, so that evaluation sees the scale training saw;
+- spatial reduction (from scratch): the paper's 8 4 2 1 at 224 px and above, less where the image is smaller, so
+  that keys and values keep up to 7x7 positions (all of them at 32 px).
 """
 
 import difflib
