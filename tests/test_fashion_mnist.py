@@ -153,7 +153,7 @@ def test_split_names_are_chosen_by_flags(tmp_path):
     assert {name: len(split) for name, split in splits.items()} == {"train": 30, "validation": 20}
     with pytest.raises(DataError, match="--test_split_name 'holdout' is not a split"):
         load_image_classification_dataset(DataArguments(dataset_name=str(folder), test_split_name="holdout"))
-    with pytest.raises(DataError, match="must name different splits"):
+    with pytest.raises(DataError, match=r"must name different splits \(to validate on 'test', add --test_split_name"):
         DataArguments(dataset_name=str(folder), validation_split_name="test")
 
 

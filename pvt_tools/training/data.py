@@ -145,10 +145,15 @@ class DataArguments:
             self.test_split_name = None
         named = [self.train_split_name, self.validation_split_name, self.test_split_name]
         if len({name for name in named if name}) < len([name for name in named if name]):
+            hint = (
+                f" (to validate on {self.test_split_name!r}, add --test_split_name none)"
+                if self.validation_split_name == self.test_split_name
+                else ""
+            )
             raise DataError(
                 f"--train_split_name {self.train_split_name!r}, --validation_split_name {self.validation_split_name!r} "
-                f"and --test_split_name {self.test_split_name!r} must name different splits: a model scored on the "
-                "images it trained or was selected on says nothing about new images."
+                f"and --test_split_name {self.test_split_name!r} must name different splits{hint}: a model scored on "
+                "the images it trained or was selected on says nothing about new images."
             )
         for flag, limit in (
             ("--max_train_samples", self.max_train_samples),
