@@ -23,8 +23,6 @@ odd, non-square and larger ones than the export saw) and compared with PyTorch; 
 
 import contextlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -411,9 +409,9 @@ def export_onnx(
     check_output_dir(output_dir)
     model = load_model_for_task(model_name_or_path, task)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    from pvt_tools.hub import staging_folder
+
+    with staging_folder(output_dir.parent, output_dir.name) as staging:
         reports = write_verified_onnx_files(model, task, staging / ONNX_SUBFOLDER, opset=opset, quantize=quantize)
         save_model_files(model, model_name_or_path, staging)
         staging.chmod(0o755)
@@ -421,9 +419,6 @@ def export_onnx(
         if output_dir.exists():
             output_dir.rmdir()  # empty, checked just above
         staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir, reports
 
 

@@ -37,7 +37,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,6 +354,19 @@ def move_files_into(staging: Path, destination: Path) -> None:
     staging.rmdir()
 
 
+@contextmanager
+def staging_folder(parent: Path, name: str) -> Iterator[Path]:
+    """A new temporary folder in `parent` where `name` is written whole; the block moves it (or its files) into
+    place at its end. If the block fails, the folder and whatever was written into it are removed."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def replace_directory(new: Path, destination: Path) -> None:
     """Move the finished `new` folder to `destination`, keeping the old one until the new one is in place."""
     if not destination.exists():
@@ -417,10 +431,8 @@ def export_model(
         image_processor = official_eval_image_processor(image_size)
 
     staging_parent = output_dir if beside_other_files else output_dir.parent
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=staging_parent))
     original_labels = (config.id2label, config.label2id)
-    try:
+    with staging_folder(staging_parent, output_dir.name) as staging:
         labels = exported_label_names(config)
         config.id2label, config.label2id = labels, {name: index for index, name in labels.items()}
         try:
@@ -441,9 +453,6 @@ def export_model(
             move_files_into(staging, output_dir)
         else:
             replace_directory(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
@@ -637,16 +646,12 @@ def place_in_hub_cache(
 
     snapshot = storage / "snapshots" / commit
     if not snapshot.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{commit}.tmp-", dir=storage / "snapshots"))
-        try:
+        with staging_folder(storage / "snapshots", commit) as staging:
             for name, etag in etags.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)  # onnx/ for the ONNX graphs
                 link_or_copy(storage / "blobs" / etag, staging / name)
             staging.chmod(0o755)
             staging.rename(snapshot)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     (storage / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
     write_atomically(storage / "refs" / revision, commit.encode())
     return snapshot

@@ -12,9 +12,7 @@ unwrapping), `infer_config_from_official` (every hyper-parameter the weights det
 import math
 import pickle
 import re
-import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from torch.nn import functional
 
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from modeling_pvt import PvtBackbone, PvtForImageClassification
-from pvt_tools.hub import export_model, replace_directory
+from pvt_tools.hub import export_model, replace_directory, staging_folder
 from pvt_tools.variants import matching_variant, matching_variant_differences
 
 # Official key -> our key (PvtForImageClassification); stage and layer numbers are rewritten by `_renumber`.
@@ -713,9 +711,7 @@ def write_backbone_export(backbone_model, output_dir: Path, overwrite: bool) -> 
                 f"{output_dir} is not empty ({(entries or ['a file'])[:10]}); nothing was written. Choose a new or "
                 "empty directory, or pass --overwrite to replace an earlier backbone export."
             )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staging_folder(output_dir.parent, output_dir.name) as staging:
         backbone_model.save_pretrained(staging)
         written = sorted(path.name for path in staging.iterdir())
         if written != sorted(DENSE_EXPORT_FILES):
@@ -724,9 +720,6 @@ def write_backbone_export(backbone_model, output_dir: Path, overwrite: bool) -> 
         for path in staging.iterdir():
             path.chmod(0o644)
         replace_directory(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -16,7 +16,6 @@ so each step is written once here:
 import argparse
 import inspect
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from pvt_tools.backbones import (
     find_pvt_backbone,
     pvt_detector_from_checkpoint,
 )
-from pvt_tools.hub import move_files_into
+from pvt_tools.hub import move_files_into, staging_folder
 from pvt_tools.training.curves import TrainingHistory
 from pvt_tools.training.loop import weight_decay_parameter_groups
 
@@ -169,9 +168,7 @@ def save_final_model(accelerator, model, image_processor, destination: Path, com
     in a temporary folder, then moved into place, so none is ever half-written."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=destination))
-        try:
+        with staging_folder(destination, "model") as staging:
             unwrapped = accelerator.unwrap_model(model)
             unwrapped.save_pretrained(staging)
             image_processor.save_pretrained(staging)
@@ -180,9 +177,6 @@ def save_final_model(accelerator, model, image_processor, destination: Path, com
             readme = MODEL_README.format(architecture=type(unwrapped).__name__, command=command, auto_class=auto_class)
             (staging / "README.md").write_text(readme, encoding="utf-8")
             move_files_into(staging, destination)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     accelerator.wait_for_everyone()
 
 

@@ -14,8 +14,6 @@ written: a file that is not idx, a truncated one, labels that do not match the i
 
 import gzip
 import os
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from pvt_tools.hub import replace_directory
+from pvt_tools.hub import replace_directory, staging_folder
 
 DEBIAN_FOLDER = "/usr/share/datasets/fashion-mnist"
 # The names and order of the Hub dataset's ClassLabel (zalando-datasets/fashion_mnist).
@@ -158,16 +156,11 @@ def write_parquet_folder(dataset: DatasetDict, output_dir: str | os.PathLike, ov
             f"{output_dir} already holds files ({', '.join(sorted(p.name for p in output_dir.iterdir())[:5])}); "
             "nothing was written. Choose another folder or pass --overwrite_output_dir to replace it."
         )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.incomplete-", dir=output_dir.parent))
-    try:
+    with staging_folder(output_dir.parent, output_dir.name) as staging:
         for split, part in dataset.items():
             part.to_parquet(staging / f"{split}.parquet")
         os.chmod(staging, 0o755)
         replace_directory(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
