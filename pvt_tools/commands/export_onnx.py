@@ -18,7 +18,7 @@ only a model of the ten digits (`make demo`) is scored, on the demo's 270 valida
 import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig, HfArgumentParser
+from transformers import HfArgumentParser, PretrainedConfig
 
 from pvt_tools.export import (
     DEFAULT_OPSET,
@@ -59,8 +59,11 @@ def data_to_score_on(args: ExportArguments, data_args: DataArguments) -> DataArg
     """The data flags as given; without any, the demo's digits, but only for a model of the ten digits."""
     if data_args.dataset_name or data_args.train_dir:
         return data_args
-    labels = list(AutoConfig.from_pretrained(args.model).id2label.values())
-    if sorted(labels) == DIGIT_NAMES:
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(args.model)  # the raw config.json: any model type
+    except (OSError, ValueError):
+        return data_args  # not a model folder: export_onnx names the problem
+    if sorted((config_dict.get("id2label") or {}).values()) == DIGIT_NAMES:
         return data_args
     raise DataError(
         f"--evaluate needs the images to score {args.model} on: give the data flags of pvt-train (--dataset_name "

@@ -11,10 +11,15 @@ The work is done by pvt_tools.training.fashion_mnist.
 import argparse
 import sys
 
+from pvt_tools.training.fashion_mnist import (
+    DEBIAN_FOLDER,
+    IdxError,
+    load_fashion_mnist,
+    write_parquet_folder,
+)  # NumPy only: `datasets` is imported when the data is read
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from pvt_tools.training.fashion_mnist import DEBIAN_FOLDER  # imported after parsing: --help stays fast
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--idx_dir", default=DEBIAN_FOLDER, help=f"Folder holding the four idx files (default {DEBIAN_FOLDER})."
@@ -30,8 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    from pvt_tools.training.fashion_mnist import load_fashion_mnist, write_parquet_folder
-
     dataset = load_fashion_mnist(args.idx_dir)
     output_dir = write_parquet_folder(dataset, args.output_dir, overwrite=args.overwrite_output_dir)
     sizes = ", ".join(f"{split} {len(part):,}" for split, part in dataset.items())
@@ -41,8 +44,6 @@ def main(argv: list[str] | None = None) -> str:
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: missing or damaged files end with their message, not a traceback."""
-    from pvt_tools.training.fashion_mnist import IdxError
-
     try:
         main(argv)
     except (IdxError, FileExistsError) as error:

@@ -16,12 +16,12 @@ import gzip
 import os
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict
 
-from pvt_tools.hub import replace_directory, staging_folder
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 DEBIAN_FOLDER = "/usr/share/datasets/fashion-mnist"
 # The names and order of the Hub dataset's ClassLabel (zalando-datasets/fashion_mnist).
@@ -135,8 +135,11 @@ def read_split(images_path: Path, labels_path: Path, num_classes: int) -> tuple[
     return images, labels.astype(np.int64)
 
 
-def load_fashion_mnist(folder: str | os.PathLike = DEBIAN_FOLDER) -> DatasetDict:
+def load_fashion_mnist(folder: str | os.PathLike = DEBIAN_FOLDER) -> "DatasetDict":
     """Fashion-MNIST's "train" and "test" splits with the Hub dataset's features, every file checked first."""
+    import datasets  # here, not at the top: `pvt-prepare-fashion-mnist --help` answers without loading it
+    from datasets import ClassLabel, Dataset, DatasetDict
+
     arrays = {split: read_split(*paths, len(FASHION_MNIST_NAMES)) for split, paths in idx_files(folder).items()}
     features = datasets.Features({"image": datasets.Image(), "label": ClassLabel(names=FASHION_MNIST_NAMES)})
     return DatasetDict(
@@ -147,9 +150,11 @@ def load_fashion_mnist(folder: str | os.PathLike = DEBIAN_FOLDER) -> DatasetDict
     )
 
 
-def write_parquet_folder(dataset: DatasetDict, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def write_parquet_folder(dataset: "DatasetDict", output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """One `<split>.parquet` per split in `output_dir`, which `datasets.load_dataset(output_dir)` reads back with the
     same features. Written whole or not at all: into a temporary folder beside it, then renamed."""
+    from pvt_tools.hub import replace_directory, staging_folder
+
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(
