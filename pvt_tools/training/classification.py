@@ -336,7 +336,7 @@ def describe_evaluation(image_processor) -> str:
         return f"resized to {crop}x{crop}"
     if size == crop:
         return f"whole image, shorter side resized to {crop} (--eval_crop_ratio 1)"
-    return f"shorter side resized to {size}, centre crop {crop} (--eval_crop_ratio {crop / size:.3g})"
+    return f"shorter side resized to {size}, centre crop {crop} (--eval_crop_ratio 1 keeps the whole image)"
 
 
 def eval_crop_ratio_for(augmentation_args: AugmentationArguments) -> float:
