@@ -157,6 +157,19 @@ def test_split_names_are_chosen_by_flags(tmp_path):
         DataArguments(dataset_name=str(folder), validation_split_name="test")
 
 
+def test_an_unlabelled_test_split_is_not_scored_and_says_so(tmp_path, caplog):
+    write_idx_folder(tmp_path / "idx")
+    dataset = load_fashion_mnist(tmp_path / "idx")
+    features = dataset["test"].features.copy()
+    features["label"] = datasets.Value("int64")  # the Hub's unlabelled test splits: integers, all -1
+    dataset["test"] = dataset["test"].cast(features).map(lambda example: {"label": -1})
+    folder = write_parquet_folder(dataset, tmp_path / "parquet")
+    with caplog.at_level("WARNING"):
+        splits, _ = load_image_classification_dataset(DataArguments(dataset_name=str(folder), train_val_split=0.5))
+    assert sorted(splits) == ["train", "validation"]
+    assert "The 'test' split has no labels (all -1" in caplog.text and "--test_split_name none" in caplog.text
+
+
 def test_missing_and_mismatched_files_are_named_before_anything_is_written(tmp_path, capsys):
     write_idx_folder(tmp_path / "idx")
     output = tmp_path / "out"

@@ -18,6 +18,7 @@ skipped and counted, `corrupt_images="skip"`).
 
 import functools
 import io
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ import pyarrow
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from torchvision.transforms import v2
+
+logger = logging.getLogger(__name__)
 
 # Fixed, so that the validation split and sample subsets stay the same whatever the training --seed.
 SPLIT_SEED = 1234
@@ -547,7 +550,14 @@ def select_splits(dataset: DatasetDict, args: DataArguments) -> DatasetDict:
                 f"validation ({error}). Give more data, a validation split, or another --train_val_split."
             ) from error
     if args.test_split_name in dataset:
-        selected["test"] = dataset[args.test_split_name]
+        test = dataset[args.test_split_name]
+        if len(test) and (label_array(test, args.label_column_name) < 0).all():
+            logger.warning(
+                f"The {args.test_split_name!r} split has no labels (all -1, as in many Hub data sets' test splits): it "
+                "is not scored. Pass --test_split_name none to say so, or name a labelled split."
+            )
+        else:
+            selected["test"] = test
     return DatasetDict(selected)
 
 
