@@ -19,6 +19,7 @@ import re
 from contextlib import contextmanager
 
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import (
     DeformableDetrConfig,
     DeformableDetrForObjectDetection,
@@ -31,6 +32,7 @@ from transformers import (
     UperNetConfig,
     UperNetForSemanticSegmentation,
 )
+from transformers import __version__ as transformers_version
 from transformers.utils import logging
 
 from configuration_pvt import PvtConfig
@@ -135,6 +137,31 @@ def detector_config_with_pvt(detector: str, pvt_config: PvtConfig, **detector_kw
                 f"feature_strides out and it is taken from the PVT config."
             )
     return DETECTOR_CONFIG_CLASSES[detector](backbone_config=pvt_config, **detector_kwargs)
+
+
+def check_detector_buildable(detector: str, **detector_kwargs) -> None:
+    """Build `detector` on the meta device (no memory, no time) with a small PVT and `detector_kwargs`, so that a
+    configuration Transformers cannot build is refused before any data is read or anything written. Raises
+    ValueError naming the settings and, where Transformers' own message is about its internals, what to change."""
+    pvt_config = PvtConfig(hidden_sizes=[8, 8, 8, 8], num_attention_heads=[1, 1, 1, 1], depths=[1, 1, 1, 1])
+    pvt_config.out_features = DEFAULT_OUT_FEATURES[detector]
+    try:
+        with torch.device("meta"), _quiet_transformers():
+            DETECTOR_MODEL_CLASSES[detector](detector_config_with_pvt(detector, pvt_config, **detector_kwargs))
+    except (ValueError, TypeError, AssertionError, RuntimeError, StrictDataclassClassValidationError) as error:
+        cause = error.__cause__ if isinstance(error, StrictDataclassClassValidationError) else error
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        decoder_layers = detector_kwargs.get("decoder_layers", DeformableDetrConfig.decoder_layers)
+        if detector == "deformable_detr" and decoder_layers < 2 and not detector_kwargs.get("two_stage", False):
+            reason = (
+                "the box heads of its decoder layers 2 and up are tied to layer 1's, so it needs "
+                "decoder_layers >= 2 (or two_stage true)"
+            )
+        settings = ", ".join(f"{name}={value!r}" for name, value in detector_kwargs.items()) or "its defaults"
+        raise ValueError(
+            f"Transformers {transformers_version} cannot build {DETECTOR_MODEL_CLASSES[detector].__name__} with "
+            f"{settings}: {reason}. Change --detector_config_overrides."
+        ) from error
 
 
 def find_pvt_backbone(model: torch.nn.Module) -> PvtBackbone:
@@ -295,6 +322,7 @@ def pvt_detector_from_checkpoint(
 __all__ = [
     "ALL_STAGES",
     "DEFAULT_OUT_FEATURES",
+    "check_detector_buildable",
     "detector_config_with_pvt",
     "find_pvt_backbone",
     "load_pvt_backbone_weights",

@@ -7,9 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 import transformers
+from PIL import Image
 from transformers import (
     DeformableDetrForObjectDetection,
     DetrForObjectDetection,
@@ -23,6 +25,7 @@ from modeling_pvt import PvtBackbone, PvtForImageClassification
 from pvt_tools.backbones import (
     ALL_STAGES,
     DEFAULT_OUT_FEATURES,
+    check_detector_buildable,
     detector_config_with_pvt,
     find_pvt_backbone,
     load_pvt_backbone_weights,
@@ -30,6 +33,13 @@ from pvt_tools.backbones import (
 )
 from pvt_tools.commands import train_detection as train_detection_command
 from pvt_tools.training import detection as train_detection
+from pvt_tools.training.detection_data import (
+    INK_THRESHOLD,
+    category_names,
+    check_boxes,
+    detection_features,
+    make_digits_detection_dataset,
+)
 from tests.conftest import REPO_ROOT, builtin_tiny_classifier, tiny_config
 
 DETECTORS = ["detr", "deformable_detr", "mask2former", "upernet"]
@@ -422,16 +432,6 @@ def test_helper_needs_a_model_with_a_pvt_backbone(tmp_path):
 
 # --- the digits detection data set -------------------------------------------------------------------------------
 
-import numpy as np  # noqa: E402
-
-from pvt_tools.training.detection_data import (  # noqa: E402
-    INK_THRESHOLD,
-    category_names,
-    check_boxes,
-    detection_features,
-    make_digits_detection_dataset,
-)
-
 
 def test_digits_canvases_have_the_example_layout_and_tight_boxes():
     dataset = make_digits_detection_dataset(12, canvas_size=96, digit_sizes=(16, 40), seed=3)
@@ -663,3 +663,46 @@ def test_training_script_refuses_config_overrides_for_a_pretrained_backbone(tmp_
     arguments = tiny_run_arguments(tmp_path / "run", num_train_images=4, num_validation_images=2)
     with pytest.raises(ValueError, match="with --pvt_checkpoint the checkpoint fixes the architecture"):
         train_detection_command.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}"])
+
+
+def test_detector_settings_transformers_cannot_build_are_named_before_any_work(tmp_path):
+    # Transformers ties Deformable DETR's per-layer box heads to the first: one decoder layer cannot be built, and
+    # its own message ("There is an issue with your definition of `tie_weights_keys` ...") names nothing to change.
+    with pytest.raises(ValueError, match=r"tie_weights_keys"):
+        DeformableDetrForObjectDetection(
+            detector_config_with_pvt(
+                "deformable_detr", tiny_config(out_features=["stage2", "stage3", "stage4"]), decoder_layers=1
+            )
+        )
+    overrides = json.dumps({**TINY_HEADS["deformable_detr"], "decoder_layers": 1, "num_labels": 10})
+    arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", detector_config_overrides=overrides)
+    with pytest.raises(
+        ValueError,
+        match=r"cannot build DeformableDetrForObjectDetection with .*decoder_layers=1.*"
+        r"needs decoder_layers >= 2 \(or two_stage true\)\. Change --detector_config_overrides",
+    ):
+        train_detection_command.main(arguments)
+    assert not (tmp_path / "run").exists()
+    check_detector_buildable("deformable_detr", decoder_layers=1, two_stage=True, with_box_refine=True)  # builds
+    with pytest.raises(ValueError, match=r"two_stage=True: If two_stage is True, with_box_refine must be True\."):
+        check_detector_buildable("deformable_detr", two_stage=True)
+    check_detector_buildable("detr", decoder_layers=1)
+
+
+def test_drawn_detections_put_boxes_on_the_pixels_of_the_boxes():
+    image = Image.new("RGB", (40, 30), (10, 10, 10))
+    panel = train_detection.draw_detections(
+        image, [[2.0, 3.0, 12.0, 13.0]], ["7"], [[20.0, 5.0, 35.0, 25.0]], ["1"], [0.87], scale=4
+    )
+    pixels = np.asarray(panel)
+    assert pixels.shape == (120, 160, 3)
+    truth, predicted = train_detection.TRUTH_COLOUR, train_detection.PREDICTION_COLOUR
+    # Box edges, at 4x: the truth's left edge x = 8 for y in 12..52, the prediction's top edge y = 20 for x 80..140.
+    assert (pixels[14:50, 8] == truth).all() and (pixels[14:50, 48] == truth).all()
+    assert (pixels[20, 82:138] == predicted).all() and (pixels[100, 82:138] == predicted).all()
+    inside = pixels[30:40, 90:130]  # the inside of the predicted box is the image, untouched
+    assert (inside == 10).all()
+    # Captions (anti-aliased text): the truth's name below its box, the prediction's name and score above it.
+    green_text = (pixels[53:66, 8:40, 1] > 100) & (pixels[53:66, 8:40, 0] < 60)
+    red_text = (pixels[6:19, 80:140, 0] > 100) & (pixels[6:19, 80:140, 1] < 60)
+    assert green_text.sum() >= 5 and red_text.sum() >= 20  # "7"; "1 0.87"

@@ -21,14 +21,19 @@ config, its image processor, the two PVT code files its backbone needs and a REA
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torchmetrics.detection import MeanAveragePrecision
 from transformers import DeformableDetrImageProcessor, DetrImageProcessor, get_scheduler
 from transformers.image_transforms import center_to_corners_format
 
+from pvt_tools.backbones import check_detector_buildable
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     load_train_and_validation,
@@ -57,6 +62,9 @@ from pvt_tools.training.loop import (
 
 IMAGE_PROCESSOR_CLASSES = {"detr": DetrImageProcessor, "deformable_detr": DeformableDetrImageProcessor}
 REPORTED_METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
+PREDICTIONS_PICTURE = "validation_predictions.png"
+TRUTH_COLOUR = (0, 200, 0)
+PREDICTION_COLOUR = (230, 0, 0)
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -148,11 +156,98 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
     return {name: round(float(results[name]), 4) for name in REPORTED_METRICS if float(results[name]) != -1}
 
 
+# --- pictures ---------------------------------------------------------------------------------------------------
+
+
+def draw_detections(
+    image: Image.Image,
+    truth_boxes: list[list[float]],
+    truth_names: list[str],
+    predicted_boxes: list[list[float]],
+    predicted_names: list[str],
+    scores: list[float],
+    scale: int = 1,
+) -> Image.Image:
+    """`image` enlarged `scale` times, with the ground truth's boxes (xyxy, in `image`'s pixels) in green, named
+    below their box, and the predictions' in red, named with their score above it."""
+    panel = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(panel)
+    for colour, boxes, captions, above in (
+        (TRUTH_COLOUR, truth_boxes, truth_names, False),
+        (
+            PREDICTION_COLOUR,
+            predicted_boxes,
+            [f"{name} {score:.2f}" for name, score in zip(predicted_names, scores)],
+            True,
+        ),
+    ):
+        for box, caption in zip(boxes, captions):
+            left, top, right, bottom = (round(value * scale) for value in box)
+            draw.rectangle((left, top, right, bottom), outline=colour, width=2)
+            draw.text((left + 2, top - 11 if above else bottom + 2), caption, fill=colour)
+    return panel
+
+
+def save_detection_picture(
+    model,
+    dataloader,
+    image_processor,
+    id2label: dict[int, str],
+    path: Path,
+    count: int = 4,
+    threshold: float = 0.5,
+    panel_size: int = 256,
+) -> Path:
+    """A PNG of the first `count` validation images side by side, each with its ground truth (green) and the
+    predictions scoring at least `threshold` (red, with label and score), written whole or not at all."""
+    model.eval()
+    batch = next(iter(dataloader))
+    with torch.no_grad():
+        outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
+    frame_sizes = torch.stack([label["size"] for label in batch["labels"]])
+    predictions = image_processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=frame_sizes)
+    mean = np.asarray(image_processor.image_mean).reshape(3, 1, 1)
+    std = np.asarray(image_processor.image_std).reshape(3, 1, 1)
+    panels = []
+    for pixels, label, prediction in list(zip(batch["pixel_values"], batch["labels"], predictions))[:count]:
+        height, width = label["size"].tolist()
+        image = (pixels.cpu().float().numpy() * std + mean).clip(0, 1)[:, :height, :width]
+        image = Image.fromarray(np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8))
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        truth = (center_to_corners_format(label["boxes"].cpu()) * scale).tolist()
+        panels.append(
+            draw_detections(
+                image,
+                truth,
+                [id2label[int(index)] for index in label["class_labels"]],
+                prediction["boxes"].cpu().tolist(),
+                [id2label[int(index)] for index in prediction["labels"]],
+                prediction["scores"].cpu().tolist(),
+                scale=max(1, panel_size // max(height, width)),
+            )
+        )
+    gap = 8
+    picture = Image.new(
+        "RGB",
+        (sum(panel.width for panel in panels) + gap * (len(panels) - 1), max(panel.height for panel in panels)),
+        "white",
+    )
+    left = 0
+    for panel in panels:
+        picture.paste(panel, (left, 0))
+        left += panel.width + gap
+    partial = path.with_name(f".{path.name}.incomplete.png")
+    picture.save(partial)
+    os.replace(partial, path)
+    return path
+
+
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
 def train_detector(args: argparse.Namespace) -> dict:
     """Fine-tune the detector that `args` (the command's flags) describe; returns the final results."""
+    check_detector_buildable(args.architecture, **args.detector_config_overrides)
     accelerator = create_accelerator(
         seed=args.seed,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -224,6 +319,17 @@ def train_detector(args: argparse.Namespace) -> dict:
         )
     )
 
+    def evaluate(model) -> dict[str, float]:
+        return evaluate_detection(model, eval_dataloader, image_processor, accelerator)
+
+    # What the detector scores before any training step (its backbone as given, its heads random): the baseline
+    # that all_results.json shows beside the trained scores.
+    untrained_scores = evaluate(model)
+    accelerator.print(
+        f"Untrained detector on the {len(dataset['validation']):,} validation images: "
+        f"mAP {untrained_scores['map']:.3f}, "
+        f"mAP@50 {untrained_scores['map_50']:.3f}, recall@100 {untrained_scores['mar_100']:.3f}."
+    )
     start = time.perf_counter()
     history = run_training(
         accelerator,
@@ -233,19 +339,31 @@ def train_detector(args: argparse.Namespace) -> dict:
         train_dataloader,
         plan,
         compute_loss=lambda model, batch: model(**batch).loss,
-        evaluate=lambda model: evaluate_detection(model, eval_dataloader, image_processor, accelerator),
+        evaluate=evaluate,
         output_dir=output_dir,
         checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint,
         max_grad_norm=args.max_grad_norm or None,
         run_settings=run_settings(args, image_square_size=args.image_square_size),
     )
-    results = {**final_eval_metrics(history), **training_results(history, start), "architecture": args.architecture}
+    results = {
+        **final_eval_metrics(history),
+        **{f"untrained_{name}": value for name, value in untrained_scores.items()},
+        **training_results(history, start),
+        "architecture": args.architecture,
+    }
     save_final_model(
         accelerator, model, image_processor, output_dir, "pvt-train-detection", "AutoModelForObjectDetection"
     )
     if accelerator.is_main_process:
         write_json(output_dir / "all_results.json", results)
+        save_detection_picture(
+            accelerator.unwrap_model(model),
+            eval_dataloader,
+            image_processor,
+            dict(enumerate(names)),
+            output_dir / PREDICTIONS_PICTURE,
+        )
     accelerator.end_training()
     accelerator.print(json.dumps(results, indent=2))
     accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
@@ -254,6 +372,9 @@ def train_detector(args: argparse.Namespace) -> dict:
 
 __all__ = [
     "IMAGE_PROCESSOR_CLASSES",
+    "PREDICTIONS_PICTURE",
+    "draw_detections",
+    "save_detection_picture",
     "build_detector",
     "collate_detection_batch",
     "evaluate_detection",
