@@ -22,8 +22,9 @@ from pvt_tools.training.detection import IMAGE_PROCESSOR_CLASSES, train_detector
 from pvt_tools.training.loop import UsageError, parse_checkpointing_steps
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_required: bool = True):
+    """The command's flags (also read by `pvt-profile-detection`, which needs no output folder)."""
+    parser = argparse.ArgumentParser(description=description)
     data = parser.add_argument_group("data")
     add_dataset_flags(
         data,
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training = parser.add_argument_group("training")
     training.add_argument(
         "--output_dir",
-        required=True,
+        required=output_dir_required,
         help="The trained detector (from_pretrained(output_dir) loads it; the PVT code files travel with it), "
         "step_N / epoch_N checkpoints, all_results.json and the training curves go here.",
     )
@@ -83,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         num_warmup_steps_help="Warm-up optimizer steps (default: none, as DETR's own training).",
     )
     add_run_flags(training)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     try:
         args.checkpointing_steps = parse_checkpointing_steps(args.checkpointing_steps)

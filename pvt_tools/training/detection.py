@@ -85,6 +85,26 @@ def load_detection_dataset(args: argparse.Namespace) -> datasets.DatasetDict:
     )
 
 
+def load_checked_dataset(args: argparse.Namespace, report=print) -> tuple[datasets.DatasetDict, list[str]]:
+    """The train and validation splits with malformed boxes dropped (each count passed to `report`) or refused, as
+    --invalid_boxes says, and the class names."""
+    dataset = load_detection_dataset(args)
+    for split in ("train", "validation"):
+        dataset[split], dropped = check_boxes(dataset[split], on_invalid=args.invalid_boxes)
+        if dropped:
+            report(f"Dropped {dropped} malformed box(es) from the {split} split.")
+    return dataset, category_names(dataset["train"])
+
+
+def make_image_processor(args: argparse.Namespace):
+    """The architecture's image processor: the longer side resized to --image_square_size, padded to a square."""
+    return IMAGE_PROCESSOR_CLASSES[args.architecture](
+        size={"max_height": args.image_square_size, "max_width": args.image_square_size},
+        do_pad=True,
+        pad_size={"height": args.image_square_size, "width": args.image_square_size},
+    )
+
+
 def coco_annotations(image_id: int, objects: dict) -> dict:
     """One image's objects as the COCO annotation dict the DETR image processors take."""
     areas = objects.get("area") or [width * height for _, _, width, height in objects["bbox"]]
@@ -126,6 +146,18 @@ def build_detector(args: argparse.Namespace, names: list[str]):
     if args.freeze_backbone:
         model.model.freeze_backbone()
     return model
+
+
+def training_setup(args: argparse.Namespace):
+    """The model, its AdamW and the training dataloader as a run with `args` builds them, without Accelerate: what
+    the step profiler (pvt_tools.benchmark.detection_step) times."""
+    check_detector_buildable(args.architecture, **args.detector_config_overrides)
+    dataset, names = load_checked_dataset(args)
+    model = build_detector(args, names)
+    train_dataloader, _ = make_dataloaders(
+        dataset, make_batch_transform(make_image_processor(args)), collate_detection_batch, args
+    )
+    return model, torch.optim.AdamW(optimizer_parameter_groups(model, args)), train_dataloader
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
@@ -195,7 +227,7 @@ def save_detection_picture(
     id2label: dict[int, str],
     path: Path,
     count: int = 4,
-    threshold: float = 0.5,
+    threshold: float = 0.3,
     panel_size: int = 256,
 ) -> Path:
     """A PNG of the first `count` validation images side by side, each with its ground truth (green) and the
@@ -263,19 +295,9 @@ def train_detector(args: argparse.Namespace) -> dict:
     )
 
     with accelerator.main_process_first():
-        dataset = load_detection_dataset(args)
-        for split in ("train", "validation"):
-            dataset[split], dropped = check_boxes(dataset[split], on_invalid=args.invalid_boxes)
-            if dropped:
-                accelerator.print(f"Dropped {dropped} malformed box(es) from the {split} split.")
-    names = category_names(dataset["train"])
-
+        dataset, names = load_checked_dataset(args, report=accelerator.print)
     model = build_detector(args, names)
-    image_processor = IMAGE_PROCESSOR_CLASSES[args.architecture](
-        size={"max_height": args.image_square_size, "max_width": args.image_square_size},
-        do_pad=True,
-        pad_size={"height": args.image_square_size, "width": args.image_square_size},
-    )
+    image_processor = make_image_processor(args)
     train_dataloader, eval_dataloader = make_dataloaders(
         dataset, make_batch_transform(image_processor), collate_detection_batch, args
     )
@@ -378,7 +400,10 @@ __all__ = [
     "build_detector",
     "collate_detection_batch",
     "evaluate_detection",
+    "load_checked_dataset",
     "load_detection_dataset",
     "make_batch_transform",
+    "make_image_processor",
     "train_detector",
+    "training_setup",
 ]

@@ -68,20 +68,26 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
     )
 
 
+def default_digit_sizes(canvas_size: int) -> tuple[int, int]:
+    """Digits between a quarter and half the canvas side: large enough to read after an 8x upscale."""
+    return max(8, canvas_size // 4), max(8, canvas_size // 2)
+
+
 def make_digits_detection_dataset(
     num_images: int,
-    canvas_size: int = 128,
+    canvas_size: int = 64,
     digits_per_image: tuple[int, int] = (1, 3),
-    digit_sizes: tuple[int, int] = (20, 48),
+    digit_sizes: tuple[int, int] | None = None,
     split: str = "train",
     seed: int = 0,
 ) -> datasets.Dataset:
-    """`num_images` canvases of `canvas_size` pixels, each with 1-3 non-overlapping digits of 20-48 pixels on a
-    noisy dark background. "train" draws from the classification default's training digits, any other split from
-    its validation digits (`digits_split_indices`), so validation digits are unseen, also by a classifier
-    pretrained on the digits."""
+    """`num_images` canvases of `canvas_size` pixels, each with 1-3 non-overlapping digits on a noisy dark
+    background, between a quarter and half the canvas side unless `digit_sizes` says otherwise. "train" draws from
+    the classification default's training digits, any other split from its validation digits
+    (`digits_split_indices`), so validation digits are unseen, also by a classifier pretrained on the digits."""
     from sklearn.datasets import load_digits
 
+    digit_sizes = digit_sizes or default_digit_sizes(canvas_size)
     if digit_sizes[1] > canvas_size:
         raise ValueError(f"digit_sizes {digit_sizes} do not fit a {canvas_size}-pixel canvas: lower them.")
     digits = load_digits()
@@ -130,7 +136,7 @@ def make_digits_detection_dataset(
 
 
 def make_digits_detection_splits(
-    num_train: int = 2000, num_validation: int = 200, canvas_size: int = 128, seed: int = 0
+    num_train: int = 2000, num_validation: int = 200, canvas_size: int = 64, seed: int = 0
 ) -> datasets.DatasetDict:
     """The embedded default: train and validation canvases of disjoint digits."""
     return datasets.DatasetDict(
@@ -191,6 +197,7 @@ __all__ = [
     "box_problem",
     "category_names",
     "check_boxes",
+    "default_digit_sizes",
     "detection_features",
     "make_digits_detection_dataset",
     "make_digits_detection_splits",

@@ -32,11 +32,6 @@ def digits_id2label(task: str) -> dict[int, str]:
     return dict(enumerate(names))
 
 
-def default_digit_sizes(canvas_size: int) -> tuple[int, int]:
-    """Digits between a quarter and half the canvas side: large enough to read after an 8x upscale."""
-    return max(8, canvas_size // 4), max(8, canvas_size // 2)
-
-
 def digit_masks(canvas: np.ndarray, boxes: list[list[float]]) -> list[np.ndarray]:
     """One boolean stroke mask per box: the canvas pixels at least INK_THRESHOLD bright inside it. The boxes are
     tight around each digit's ink and never overlap, so every stroke pixel belongs to exactly one digit."""
@@ -66,7 +61,7 @@ def make_digits_segmentation_dataset(
     detection = make_digits_detection_dataset(
         num_images,
         canvas_size,
-        digit_sizes=digit_sizes or default_digit_sizes(canvas_size),
+        digit_sizes=digit_sizes,
         split=split,
         seed=seed,
     )
