@@ -765,10 +765,11 @@ def test_a_short_run_from_a_pvt_checkpoint_finds_boxes_and_draws_them(tmp_path):
         == results["untrained_map_50"]
     )
 
-    # The picture: the first validation canvases, 4x enlarged, side by side, 8 white pixels apart, each with its
-    # ground-truth square outlined in green exactly where the annotation puts it.
+    # The picture: the first validation canvases, 4x enlarged, side by side, 8 white pixels apart below a 16-pixel
+    # legend, each with its ground-truth square outlined in green exactly where the annotation puts it.
     picture = np.asarray(Image.open(tmp_path / "run" / train_detection.PREDICTIONS_PICTURE).convert("RGB"))
-    assert picture.shape == (256, 4 * 256 + 3 * 8, 3)
+    assert picture.shape == (16 + 256, 4 * 256 + 3 * 8, 3)
+    picture = picture[16:]
     for panel, example in enumerate(validation.select(range(4))):
         left, top, width, height = (round(4 * value) for value in example["objects"]["bbox"][0])
         offset = panel * (256 + 8)

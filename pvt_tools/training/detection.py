@@ -65,6 +65,8 @@ REPORTED_METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_l
 PREDICTIONS_PICTURE = "validation_predictions.png"
 TRUTH_COLOUR = (0, 200, 0)
 PREDICTION_COLOUR = (230, 0, 0)
+PICTURE_HEADER = 16  # pixels above the panels, for the legend
+PANEL_GAP = 8  # white pixels between panels
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -230,8 +232,9 @@ def save_detection_picture(
     threshold: float = 0.3,
     panel_size: int = 256,
 ) -> Path:
-    """A PNG of the first `count` validation images side by side, each with its ground truth (green) and the
-    predictions scoring at least `threshold` (red, with label and score), written whole or not at all."""
+    """A PNG of the first `count` validation images side by side, below a legend, each with its ground truth
+    (green) and the predictions scoring at least `threshold` (red, with label and score), written whole or not at
+    all. (Deformable DETR's sigmoid scores stay around 0.3-0.5 after a short run, even for right answers.)"""
     model.eval()
     batch = next(iter(dataloader))
     with torch.no_grad():
@@ -258,16 +261,15 @@ def save_detection_picture(
                 scale=max(1, panel_size // max(height, width)),
             )
         )
-    gap = 8
-    picture = Image.new(
-        "RGB",
-        (sum(panel.width for panel in panels) + gap * (len(panels) - 1), max(panel.height for panel in panels)),
-        "white",
-    )
+    width = sum(panel.width for panel in panels) + PANEL_GAP * (len(panels) - 1)
+    picture = Image.new("RGB", (width, PICTURE_HEADER + max(panel.height for panel in panels)), "white")
+    caption = ImageDraw.Draw(picture)
+    caption.text((2, 3), "ground truth", fill=TRUTH_COLOUR)
+    caption.text((90, 3), f"predictions scoring at least {threshold:.2f}, with their scores", fill=PREDICTION_COLOUR)
     left = 0
     for panel in panels:
-        picture.paste(panel, (left, 0))
-        left += panel.width + gap
+        picture.paste(panel, (left, PICTURE_HEADER))
+        left += panel.width + PANEL_GAP
     partial = path.with_name(f".{path.name}.incomplete.png")
     picture.save(partial)
     os.replace(partial, path)
