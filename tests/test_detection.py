@@ -621,7 +621,10 @@ def test_training_script_loss_falls_over_a_short_run(tmp_path, capsys):
     arguments = tiny_run_arguments(tmp_path / "run", num_train_images=4, num_validation_images=4, max_train_steps=16)
     results = train_detection_command.main(arguments)
     printed = capsys.readouterr().out
-    assert "images (detr, 10 classes, 4 for validation, total batch size 4, 1 process): 16 optimizer steps" in printed
+    assert (
+        "images (detr (d_model 32, 1+1 layers, 8 queries), 10 classes, 4 for validation, total batch size 4, 1 "
+        "process): 16 optimizer steps" in printed
+    )
     assert f"Saved to {tmp_path / 'run'}; results {tmp_path / 'run' / 'all_results.json'}" in printed
     losses = [step["loss"] for step in json.loads((tmp_path / "run" / "training_history.json").read_text())["steps"]]
     assert len(losses) == results["completed_steps"] == 16

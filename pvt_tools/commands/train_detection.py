@@ -21,6 +21,20 @@ from pvt_tools.commands.dense_arguments import (
 from pvt_tools.training.detection import IMAGE_PROCESSOR_CLASSES, train_detector
 from pvt_tools.training.loop import UsageError, parse_checkpointing_steps
 
+DATASET_IMAGE_SQUARE_SIZE = 1333  # DETR's longest side
+# The embedded digits' detector: small enough to learn on 2 CPU cores in minutes (benchmarks/detection.md).
+# --detector_config_overrides are applied over it; a data set starts from Transformers' defaults instead.
+DIGITS_DETECTOR_CONFIG = {
+    "d_model": 128,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_ffn_dim": 256,
+    "decoder_ffn_dim": 256,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "num_queries": 20,
+}
+
 
 def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_required: bool = True):
     """The command's flags (also read by `pvt-profile-detection`, which needs no output folder)."""
@@ -30,7 +44,7 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
         data,
         dataset_name_help="Hub name or local folder of a detection data set (default: the embedded digits canvases).",
     )
-    add_digits_flags(data, canvas_size=128)
+    add_digits_flags(data, canvas_size=64)
     data.add_argument(
         "--invalid_boxes",
         choices=["drop", "error"],
@@ -40,8 +54,8 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
     data.add_argument(
         "--image_square_size",
         type=positive_int,
-        default=1333,
-        help="Images are resized so that their longer side is this, then padded to a square of this side.",
+        help="Images are resized so that their longer side is this, then padded to a square of this side (default: "
+        f"the canvas size for the digits, {DATASET_IMAGE_SQUARE_SIZE} for a data set).",
     )
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
@@ -49,7 +63,8 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
     model.add_argument("--architecture", choices=list(IMAGE_PROCESSOR_CLASSES), default="detr")
     add_backbone_flags(
         model,
-        model_config_help='JSON for the DETR / Deformable DETR config, e.g. \'{"num_queries": 20, "d_model": 128}\'.',
+        model_config_help="JSON for the DETR / Deformable DETR config, e.g. '{\"num_queries\": 50}' (for the digits, "
+        "applied over DIGITS_DETECTOR_CONFIG: d_model 128, 2 encoder and 2 decoder layers, 20 queries).",
     )
     model.add_argument("--freeze_backbone", action="store_true", help="Train the detector's head only.")
 
@@ -94,6 +109,10 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
         args.checkpointing_steps = parse_checkpointing_steps(args.checkpointing_steps)
     except UsageError as error:
         parser.error(str(error))
+    if args.image_square_size is None:  # the digits at their own size: upscaling the canvases only slows training
+        args.image_square_size = args.canvas_size if args.dataset_name is None else DATASET_IMAGE_SQUARE_SIZE
+    if args.dataset_name is None:
+        args.detector_config_overrides = {**DIGITS_DETECTOR_CONFIG, **args.detector_config_overrides}
     warmup, steps = args.num_warmup_steps, args.max_train_steps
     if warmup is not None and steps is not None and 0 < steps <= warmup:
         parser.error(

@@ -162,6 +162,14 @@ def training_setup(args: argparse.Namespace):
     return model, torch.optim.AdamW(optimizer_parameter_groups(model, args)), train_dataloader
 
 
+def describe_detector(config) -> str:
+    """E.g. "deformable_detr (d_model 128, 2+2 layers, 20 queries)", for the start summary."""
+    return (
+        f"{config.model_type} (d_model {config.d_model}, {config.encoder_layers}+{config.decoder_layers} layers, "
+        f"{config.num_queries} queries)"
+    )
+
+
 # --- evaluation -------------------------------------------------------------------------------------------------
 
 
@@ -326,8 +334,9 @@ def train_detector(args: argparse.Namespace) -> dict:
         run_summary(
             num_parameters=sum(parameter.numel() for parameter in model.parameters()),
             num_images=len(dataset["train"]),
-            details=f"{args.architecture}, {len(names)} classes, {len(dataset['validation']):,} for validation, total "
-            f"batch size {total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+            details=f"{describe_detector(accelerator.unwrap_model(model).config)}, {len(names)} classes, "
+            f"{len(dataset['validation']):,} for validation, total batch size {total_batch_size}, {processes} "
+            f"process{'es' if processes != 1 else ''}",
             plan=plan,
             steps_source="--max_train_steps"
             if args.max_train_steps is not None
