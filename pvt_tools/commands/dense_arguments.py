@@ -93,11 +93,13 @@ def add_batch_and_learning_rate_flags(
     learning_rate_help: str | None,
     backbone_learning_rate: float | None,
     backbone_learning_rate_help: str,
+    learning_rate: float | None = 1e-4,
+    train_batch_size: int = 8,
 ) -> None:
     """Batch sizes per device, the learning rate of the model around the backbone and that of the backbone."""
-    group.add_argument("--per_device_train_batch_size", type=positive_int, default=8)
+    group.add_argument("--per_device_train_batch_size", type=positive_int, default=train_batch_size)
     group.add_argument("--per_device_eval_batch_size", type=positive_int, default=8)
-    group.add_argument("--learning_rate", type=float, default=1e-4, help=learning_rate_help)
+    group.add_argument("--learning_rate", type=float, default=learning_rate, help=learning_rate_help)
     group.add_argument(
         "--backbone_learning_rate", type=float, default=backbone_learning_rate, help=backbone_learning_rate_help
     )

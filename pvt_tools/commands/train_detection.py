@@ -22,6 +22,8 @@ from pvt_tools.training.detection import IMAGE_PROCESSOR_CLASSES, train_detector
 from pvt_tools.training.loop import UsageError, parse_checkpointing_steps
 
 DATASET_IMAGE_SQUARE_SIZE = 1333  # DETR's longest side
+DATASET_LEARNING_RATE = 1e-4  # DETR's
+DIGITS_LEARNING_RATE = 5e-4  # measured on the digits with a frozen pretrained PVT (benchmarks/detection.md)
 # The embedded digits' detector: small enough to learn on 2 CPU cores in minutes (benchmarks/detection.md).
 # --detector_config_overrides are applied over it; a data set starts from Transformers' defaults instead.
 DIGITS_DETECTOR_CONFIG = {
@@ -60,7 +62,12 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
-    model.add_argument("--architecture", choices=list(IMAGE_PROCESSOR_CLASSES), default="detr")
+    model.add_argument(
+        "--architecture",
+        choices=list(IMAGE_PROCESSOR_CLASSES),
+        default="deformable_detr",
+        help="Deformable DETR (default: it learns the digits in minutes) or DETR (the paper's PVT + DETR).",
+    )
     add_backbone_flags(
         model,
         model_config_help="JSON for the DETR / Deformable DETR config, e.g. '{\"num_queries\": 50}' (for the digits, "
@@ -82,7 +89,10 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
     )
     add_batch_and_learning_rate_flags(
         training,
-        learning_rate_help="Of the transformer and the heads (default: DETR's 1e-4).",
+        learning_rate=None,
+        train_batch_size=16,
+        learning_rate_help=f"Of the transformer and the heads (default: {DIGITS_LEARNING_RATE:g} for the digits, "
+        f"DETR's {DATASET_LEARNING_RATE:g} for a data set).",
         backbone_learning_rate=1e-5,
         backbone_learning_rate_help="Of the PVT (DETR's: 1e-5).",
     )
@@ -91,7 +101,7 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
         weight_decay=1e-4,
         max_grad_norm=0.1,
         max_grad_norm_help="DETR's gradient clipping; 0 turns it off.",
-        num_train_epochs=50,
+        num_train_epochs=24,
         max_train_steps_flags=("--max_train_steps", "--max_steps"),
         max_train_steps_help="Optimizer steps; overrides --num_train_epochs.",
         lr_scheduler_type="cosine",
@@ -113,6 +123,12 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
         args.image_square_size = args.canvas_size if args.dataset_name is None else DATASET_IMAGE_SQUARE_SIZE
     if args.dataset_name is None:
         args.detector_config_overrides = {**DIGITS_DETECTOR_CONFIG, **args.detector_config_overrides}
+    if args.learning_rate is None:
+        digits = args.dataset_name is None
+        args.learning_rate = DIGITS_LEARNING_RATE if digits else DATASET_LEARNING_RATE
+        args.learning_rate_source = f"default for {'the digits' if digits else 'a data set'}"
+    else:
+        args.learning_rate_source = "--learning_rate"
     warmup, steps = args.num_warmup_steps, args.max_train_steps
     if warmup is not None and steps is not None and 0 < steps <= warmup:
         parser.error(

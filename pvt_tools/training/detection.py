@@ -329,7 +329,6 @@ def train_detector(args: argparse.Namespace) -> dict:
         accelerator.init_trackers("pvt_detection", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
     total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     processes = accelerator.num_processes
-    learning_rate_default = args.learning_rate == 1e-4 and args.backbone_learning_rate == 1e-5
     accelerator.print(
         run_summary(
             num_parameters=sum(parameter.numel() for parameter in model.parameters()),
@@ -344,9 +343,8 @@ def train_detector(args: argparse.Namespace) -> dict:
             num_warmup_steps=num_warmup_steps,
             warmup_source=warmup_source,
             learning_rate=args.learning_rate,
-            learning_rate_source="default: DETR's 1e-4, and 1e-5 for the backbone"
-            if learning_rate_default
-            else f"--learning_rate; backbone {args.backbone_learning_rate:.3g}",
+            learning_rate_source=f"{getattr(args, 'learning_rate_source', '--learning_rate')}; backbone "
+            + ("frozen" if args.freeze_backbone else f"{args.backbone_learning_rate:.3g}"),
             schedule=args.lr_scheduler_type,
             schedule_source="default" if args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
         )
