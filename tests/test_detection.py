@@ -811,3 +811,23 @@ def test_step_profile_accounts_for_the_whole_step(tmp_path):
     assert sum(part["ms_per_step"] for part in parts.values()) == pytest.approx(profile["step_ms"], rel=0.05)
     assert profile["images_per_second"] == pytest.approx(4 * 1000 / profile["step_ms"], rel=0.05)
     assert json.loads((tmp_path / "profile.json").read_text()) == profile
+
+
+def test_canvases_without_objects_train_and_a_split_without_any_is_refused(tmp_path):
+    import datasets
+
+    dataset = make_digits_detection_dataset(6, canvas_size=96, seed=5)
+    no_objects = {"id": [], "area": [], "bbox": [], "category": []}
+    rows = [{**row, "objects": no_objects} if index < 3 else row for index, row in enumerate(dataset.to_list())]
+    some_empty, all_empty = tmp_path / "some_empty", tmp_path / "all_empty"
+    for folder, validation in ((some_empty, rows[:4]), (all_empty, rows[:3])):
+        folder.mkdir()
+        datasets.Dataset.from_list(rows, features=dataset.features).to_parquet(folder / "train.parquet")
+        datasets.Dataset.from_list(validation, features=dataset.features).to_parquet(folder / "validation.parquet")
+    results = train_detection_command.main(
+        tiny_run_arguments(tmp_path / "run", dataset_name=some_empty, max_train_steps=1)
+    )
+    assert results["completed_steps"] == 1  # images without objects are examples of "no object"
+    with pytest.raises(ValueError, match=r"The validation split has no objects left \(3 images, no valid box\)"):
+        train_detection_command.main(tiny_run_arguments(tmp_path / "refused", dataset_name=all_empty))
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())

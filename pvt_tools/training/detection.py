@@ -95,6 +95,12 @@ def load_checked_dataset(args: argparse.Namespace, report=print) -> tuple[datase
         dataset[split], dropped = check_boxes(dataset[split], on_invalid=args.invalid_boxes)
         if dropped:
             report(f"Dropped {dropped} malformed box(es) from the {split} split.")
+        if not any(objects["bbox"] for objects in dataset[split]["objects"]):
+            raise ValueError(
+                f"The {split} split has no objects left ({len(dataset[split]):,} images, no valid box): a detector "
+                "cannot learn from it, nor be scored on it. Check its 'objects' column (COCO 'bbox' [x, y, width, "
+                "height] in pixels)."
+            )
     return dataset, category_names(dataset["train"])
 
 
