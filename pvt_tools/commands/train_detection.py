@@ -1,8 +1,8 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
-"""`pvt-train-detection`: fine-tune Transformers' DETR or Deformable DETR with a PVT backbone.
+"""`pvt-train-detection`: fine-tune Transformers' Deformable DETR or DETR with a PVT backbone.
 
-pvt-train-detection --output_dir out/detr-digits                   # DETR, PVT-Tiny from scratch, embedded digits
-pvt-train-detection --architecture deformable_detr --pvt_checkpoint path/to/pvt-small ...
+pvt-train-detection --output_dir out/detr-digits --pvt_checkpoint out/upernet-digits --freeze_backbone
+pvt-train-detection --architecture detr --dataset_name path/or/hub-name --pvt_checkpoint path/to/pvt-small ...
 accelerate launch -m pvt_tools.commands.train_detection ...        # several processes or machines
 """
 

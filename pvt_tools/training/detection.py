@@ -1,5 +1,5 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
-"""Fine-tune Transformers' DETR (or, with --architecture deformable_detr, Deformable DETR) with a PVT backbone.
+"""Fine-tune Transformers' Deformable DETR (or, with --architecture detr, DETR) with a PVT backbone.
 
 Data: any `datasets` object-detection data set in the layout of Transformers' object-detection examples (an
 `image` column and an `objects` column with COCO `bbox` and `category`), from the Hub or a local folder; by default
@@ -9,14 +9,14 @@ DeformableDetrImageProcessor resizes, normalises and converts the boxes; torchme
 classification script; data loading, the model with its PVT backbone, the optimizer groups, the dataloaders and the
 record of the run are dense.py's, shared with the segmentation script.
 
-    python scripts/train_detection.py --output_dir out/detr-digits            # DETR, PVT-Tiny from scratch
-    python scripts/train_detection.py --architecture deformable_detr --pvt_checkpoint path/to/pvt-small ...
-    accelerate launch scripts/train_detection.py ...                          # several processes or machines
+    pvt-train-detection --output_dir out/detr-digits --pvt_checkpoint out/upernet-digits --freeze_backbone
+    accelerate launch -m pvt_tools.commands.train_detection ...     # several processes or machines
 
 Writes to --output_dir: step_N / epoch_N checkpoints, training_history.json, training_curves.png (loss, learning
-rate and mAP against the step), all_results.json and, last, the detector itself, beside them: its weights and
-config, its image processor, the two PVT code files its backbone needs and a README.md saying how to load it
-(`DetrForObjectDetection.from_pretrained(output_dir)` once `modeling_pvt` is imported).
+rate and mAP against the step), all_results.json (the final scores beside the untrained detector's, `untrained_*`),
+validation_predictions.png (boxes over the first validation images) and, last, the detector itself, beside them:
+its weights and config, its image processor, the two PVT code files its backbone needs and a README.md saying how
+to load it (`AutoModelForObjectDetection.from_pretrained(output_dir)` once `modeling_pvt` is imported).
 """
 
 import argparse
