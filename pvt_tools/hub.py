@@ -354,6 +354,19 @@ def move_files_into(staging: Path, destination: Path) -> None:
     staging.rmdir()
 
 
+def set_shared_file_modes(folder: Path) -> None:
+    """Give everything in `folder` (and the folder) the modes a plain open() or mkdir would give under the umask
+    (0644 / 0755 with the usual 022), as config.json gets from save_pretrained. The folders of tempfile.mkdtemp are
+    0700, and safetensors (0.8) writes model.safetensors through a private temporary file, 0600: an export, a
+    checkpoint or a trained model is meant to be read by others like the rest of the folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def staging_folder(parent: Path, name: str) -> Iterator[Path]:
     """A new temporary folder in `parent` where `name` is written whole; the block moves it (or its files) into
@@ -446,9 +459,7 @@ def export_model(
 
             write_verified_onnx_files(model, "image-classification", staging / ONNX_FOLDER)
         validate_export_dir(staging)
-        staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
-        for path in staging.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        set_shared_file_modes(staging)
         if beside_other_files:
             move_files_into(staging, output_dir)
         else:
@@ -467,6 +478,7 @@ __all__ = [
     "render_trained_card",
     "render_variant_card",
     "replace_directory",
+    "set_shared_file_modes",
     "validate_export_dir",
     "write_variant_cards",
 ]
@@ -650,7 +662,7 @@ def place_in_hub_cache(
             for name, etag in etags.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)  # onnx/ for the ONNX graphs
                 link_or_copy(storage / "blobs" / etag, staging / name)
-            staging.chmod(0o755)
+            set_shared_file_modes(staging)
             staging.rename(snapshot)
     (storage / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
     write_atomically(storage / "refs" / revision, commit.encode())

@@ -8,15 +8,12 @@ they are parsed: counts must be > 0, paths must exist, a misspelt --pvt_variant 
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from configuration_pvt import PVT_VARIANTS
-from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
 from pvt_tools.training.classification import check_variant_name
 from pvt_tools.training.data import DEFAULT_TRAIN_VAL_SPLIT
-from pvt_tools.training.loop import UsageError
+from pvt_tools.usage import UsageError, check_model_reference, run_console_command
 
 
 def positive_int(value: str) -> int:
@@ -36,9 +33,19 @@ def variant_name(value: str) -> str:
 
 
 def existing_folder_or_hub_id(value: str) -> str:
-    """argparse type: --dataset_name / --pvt_checkpoint that look like a path must exist."""
+    """argparse type: --dataset_name that looks like a path must exist."""
     if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
         raise argparse.ArgumentTypeError(f"{value} does not exist: give an existing folder or a Hub repo id org/name")
+    return value
+
+
+def model_folder_or_hub_id(value: str) -> str:
+    """argparse type: --pvt_checkpoint is an existing folder or a well-formed Hub repo id (usage.check_model_reference,
+    as every command's model flags)."""
+    try:
+        check_model_reference("--pvt_checkpoint", value)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--pvt_checkpoint {value}: ")) from None
     return value
 
 
@@ -70,7 +77,7 @@ def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str
     for the model around it (`model_config_help` names its config and an example)."""
     group.add_argument(
         "--pvt_checkpoint",
-        type=existing_folder_or_hub_id,
+        type=model_folder_or_hub_id,
         help="PVT folder or Hub repo id whose weights start the backbone (or a trained detector / segmenter with a "
         "PVT backbone, whose backbone is taken).",
     )
@@ -131,16 +138,13 @@ def add_run_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--checkpointing_steps", help="Save every N optimizer steps, or 'epoch'.")
     group.add_argument("--resume_from_checkpoint", help="A step_N / epoch_N folder, or 'latest' in --output_dir.")
+    group.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Start a new run in an output_dir that holds an earlier run (its checkpoints are removed).",
+    )
     group.add_argument("--with_tracking", action="store_true", help="Log to the trackers of --report_to.")
     group.add_argument("--report_to", default="all")
-
-
-def run_console_command(main: Callable[[], dict]) -> None:
-    """A console entry point's body: a mistake in the flags or the data ends with its message, not a traceback."""
-    try:
-        main()
-    except (CheckpointError, NonFiniteLossError, ValueError) as error:
-        sys.exit(f"error: {error}")
 
 
 __all__ = [

@@ -59,11 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="The trained detector (from_pretrained(output_dir) loads it; the PVT code files travel with it), "
         "step_N / epoch_N checkpoints, all_results.json and the training curves go here.",
     )
-    training.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="Start a new run in an output_dir that holds an earlier run (its checkpoints are removed).",
-    )
     add_batch_and_learning_rate_flags(
         training,
         learning_rate_help="Of the transformer and the heads (default: DETR's 1e-4).",

@@ -30,6 +30,7 @@ and large; five defaults adapt to the run:
 """
 
 import difflib
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -61,6 +62,7 @@ from pvt_tools.hub import (
     push_export,
 )
 from pvt_tools.training.data import (
+    DIGITS_DATASET_NAME,
     AugmentationArguments,
     DataArguments,
     DataError,
@@ -76,8 +78,6 @@ from pvt_tools.training.data import (
 )
 from pvt_tools.training.loop import (
     TrainingPlan,
-    UsageError,
-    check_positive,
     check_warmup,
     create_accelerator,
     end_line,
@@ -101,6 +101,7 @@ from pvt_tools.training.streaming import (
     streaming_classification_evaluator,
     training_stream,
 )
+from pvt_tools.usage import UsageError, check_model_reference, check_output_folder, check_positive
 
 TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_accuracy"
 
@@ -402,6 +403,28 @@ def classification_evaluator(accelerator: Accelerator, eval_dataloader, num_labe
     return evaluate_model
 
 
+def batch_that_runs(
+    per_device_batch_size: int, num_processes: int, gradient_accumulation_steps: int, num_images: int | None
+) -> tuple[int, str]:
+    """The total batch of one optimizer step as it actually runs, and a note when it is smaller than the flags
+    ask: a process's batch cannot hold more than its share of the `num_images` training images (None: a stream,
+    whose length is unknown), nor can an epoch accumulate more batches than it has."""
+    if not num_images:
+        return per_device_batch_size * num_processes * gradient_accumulation_steps, ""
+    share = math.ceil(num_images / num_processes)
+    per_process = min(per_device_batch_size, share)
+    accumulated = min(gradient_accumulation_steps, math.ceil(share / per_process))
+    total = per_process * num_processes * accumulated
+    asked = per_device_batch_size * num_processes * gradient_accumulation_steps
+    if total == asked:
+        return total, ""
+    return total, (
+        f", not the {asked:,} the batch flags ask for: the data set has {num_images:,} training images "
+        f"(--per_device_train_batch_size {per_device_batch_size}, --gradient_accumulation_steps "
+        f"{gradient_accumulation_steps})"
+    )
+
+
 def default_learning_rate(total_batch_size: int, fine_tuning: bool) -> tuple[float, str]:
     """The default peak learning rate and how it was chosen (see the module docstring)."""
     if fine_tuning:
@@ -411,6 +434,26 @@ def default_learning_rate(total_batch_size: int, fine_tuning: bool) -> tuple[flo
     if rule < FROM_SCRATCH_MIN_LEARNING_RATE:
         return FROM_SCRATCH_MIN_LEARNING_RATE, f"default from scratch: {described}, raised to the 5e-4 minimum"
     return rule, f"default from scratch: {described}"
+
+
+def check_pretrained_model(model_name_or_path: str | None, flag: str = "--model_name_or_path") -> None:
+    """--model_name_or_path names a folder here or a Hub repo whose config can be read: checked before anything is
+    loaded or written, in one line naming the flag, the value and the fix."""
+    if model_name_or_path is None:
+        return
+    check_model_reference(flag, model_name_or_path)
+    try:
+        AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:
+        where = (
+            "a folder here without a readable config.json"
+            if Path(model_name_or_path).exists()
+            else ("not a folder here, and no Hub repo of that name could be read")
+        )
+        raise UsageError(
+            f"{flag} {model_name_or_path}: {where} ({str(error).splitlines()[0][:160]}). Give a folder written by a "
+            "training run or save_pretrained (e.g. outputs/demo), or a Hub repo id such as org/pvt-small."
+        ) from None
 
 
 def prepare_output_dir(accelerator: Accelerator, run_args: RunArguments) -> Path:
@@ -487,6 +530,12 @@ def train_image_classifier(
     check_streaming_flags(data_args, optimization_args, run_args)
     if optimization_args.num_warmup_steps is not None and run_args.max_train_steps is not None:
         check_warmup(optimization_args.num_warmup_steps, run_args.max_train_steps)  # before any data is loaded
+    check_output_folder(
+        run_args.output_dir,
+        overwrite=run_args.overwrite_output_dir,
+        resume_from_checkpoint=run_args.resume_from_checkpoint,
+    )
+    check_pretrained_model(model_args.model_name_or_path)
     accelerator = create_accelerator(
         seed=run_args.seed,
         gradient_accumulation_steps=run_args.gradient_accumulation_steps,
@@ -494,7 +543,7 @@ def train_image_classifier(
         with_tracking=run_args.with_tracking,
         report_to=run_args.report_to,
     )
-    output_dir = prepare_output_dir(accelerator, run_args)
+    output_dir = Path(run_args.output_dir)  # created once the data and the model are ready (prepare_output_dir)
 
     streaming = data_args.streaming
     skipped = {}
@@ -557,8 +606,11 @@ def train_image_classifier(
         )
     eval_dataloader = DataLoader(eval_dataset, batch_size=run_args.per_device_eval_batch_size, **loader_settings)
 
-    total_batch_size = (
-        run_args.per_device_train_batch_size * accelerator.num_processes * run_args.gradient_accumulation_steps
+    total_batch_size, batch_note = batch_that_runs(
+        run_args.per_device_train_batch_size,
+        accelerator.num_processes,
+        run_args.gradient_accumulation_steps,
+        None if streaming else len(train_dataset),
     )
     learning_rate, learning_rate_source = optimization_args.learning_rate, "--learning_rate"
     if learning_rate is None:
@@ -587,7 +639,9 @@ def train_image_classifier(
         plan, optimization_args.num_warmup_steps, optimization_args.num_warmup_epochs
     )
     # With --streaming the number of epochs is unknown: the short-run augmentations unless given explicitly.
-    augmentation_args = augmentation_args.for_run(0 if streaming else plan.num_train_epochs)
+    augmentation_args = augmentation_args.for_run(
+        0 if streaming else plan.num_train_epochs, flips_change_labels=dataset_label(data_args) == DIGITS_DATASET_NAME
+    )
     train_dataset.transform = build_train_transform(
         image_size, image_processor.image_mean, image_processor.image_std, augmentation_args
     )
@@ -631,7 +685,7 @@ def train_image_classifier(
                 num_parameters=sum(parameter.numel() for parameter in model.parameters()),
                 num_images=len(train_dataset),
                 details=f"{len(names)} classes, {len(eval_dataset):,} for validation, total batch size "
-                f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+                f"{total_batch_size}{batch_note}, {processes} process{'es' if processes != 1 else ''}",
                 plan=plan,
                 steps_source=steps_source,
                 num_warmup_steps=num_warmup_steps,
@@ -646,6 +700,7 @@ def train_image_classifier(
         f"Augmentations: {augmentation_args.describe()}; evaluation: {describe_evaluation(image_processor)}."
     )
 
+    prepare_output_dir(accelerator, run_args)
     history = run_training(
         accelerator,
         model,

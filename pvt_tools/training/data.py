@@ -189,6 +189,7 @@ SHORT_RUN_AUGMENTATION = {
     "mixup": 0.0,
     "cutmix": 0.0,
 }
+DEFAULT_FLIP_PROBABILITY = 0.5
 BY_RUN_LENGTH = f"default: DeiT's {{deit}} for runs of {DEIT_AUGMENTATION_MIN_EPOCHS}+ epochs, else {{short}}"
 
 
@@ -213,7 +214,13 @@ class AugmentationArguments:
             "of 28-32 pixel images (Fashion-MNIST, CIFAR: 4); 0: off."
         },
     )
-    horizontal_flip_probability: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
+    horizontal_flip_probability: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Probability of a horizontal flip (default {DEFAULT_FLIP_PROBABILITY:g}; 0 for the embedded "
+            "digits, whose class a flip can change; give 0 for other digits or text)."
+        },
+    )
     rand_augment_num_ops: int | None = field(
         default=None,
         metadata={
@@ -245,8 +252,23 @@ class AugmentationArguments:
         },
     )
 
-    def for_run(self, num_train_epochs: int) -> "AugmentationArguments":
-        """A copy with every unset augmentation filled in for a run of `num_train_epochs` epochs."""
+    # Set by for_run when the flip probability is the default rather than a flag (the start summary says so).
+    flips_by_default: bool = field(default=False, init=False)
+
+    def for_run(self, num_train_epochs: int, flips_change_labels: bool = False) -> "AugmentationArguments":
+        """A copy with every unset augmentation filled in for a run of `num_train_epochs` epochs;
+        `flips_change_labels` (the embedded digits: a mirrored 2 or 5 is another digit, or none) turns the default
+        flip off."""
+        if self.no_augmentation and self.horizontal_flip_probability:
+            raise ValueError(
+                "--no_augmentation turns every augmentation off, but --horizontal_flip_probability asks for one: give "
+                "one or the other."
+            )
+        if self.horizontal_flip_probability is None:
+            flips = 0.0 if flips_change_labels or self.no_augmentation else DEFAULT_FLIP_PROBABILITY
+            resolved = replace(self, horizontal_flip_probability=flips).for_run(num_train_epochs, flips_change_labels)
+            resolved.flips_by_default = True
+            return resolved
         if self.no_augmentation:
             random_ones = [
                 name
@@ -275,7 +297,10 @@ class AugmentationArguments:
             low, high = self.random_resized_crop_scale
             parts = [f"random resized crops (scale {low:g}-{high:g})"]
         if self.horizontal_flip_probability > 0:
-            parts.append(f"flips ({self.horizontal_flip_probability:g})")
+            turn_off = " (default; --horizontal_flip_probability 0 if a flip changes the class)"
+            parts.append(f"flips ({self.horizontal_flip_probability:g}{turn_off if self.flips_by_default else ''})")
+        elif self.flips_by_default:
+            parts.append("no flips (they can change a digit's class; --horizontal_flip_probability 0.5 turns them on)")
         if self.rand_augment_num_ops:
             parts.append(f"RandAugment ({self.rand_augment_num_ops} ops, m{self.rand_augment_magnitude})")
         if self.random_erasing_probability:

@@ -31,9 +31,11 @@ from transformers.image_transforms import center_to_corners_format
 
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
+    check_dense_run,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
+    prepare_dense_output_dir,
     run_settings,
     save_final_model,
     training_results,
@@ -48,7 +50,6 @@ from pvt_tools.training.loop import (
     end_line,
     final_eval_metrics,
     plan_training_steps,
-    prepare_run_output_dir,
     resolve_warmup,
     run_summary,
     run_training,
@@ -153,6 +154,7 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
 
 def train_detector(args: argparse.Namespace) -> dict:
     """Fine-tune the detector that `args` (the command's flags) describe; returns the final results."""
+    check_dense_run(args)
     accelerator = create_accelerator(
         seed=args.seed,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -160,13 +162,6 @@ def train_detector(args: argparse.Namespace) -> dict:
         with_tracking=args.with_tracking,
         report_to=args.report_to,
     )
-    output_dir = prepare_run_output_dir(
-        accelerator,
-        args.output_dir,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        overwrite_output_dir=getattr(args, "overwrite_output_dir", False),
-    )
-
     with accelerator.main_process_first():
         dataset = load_detection_dataset(args)
         for split in ("train", "validation"):
@@ -225,6 +220,7 @@ def train_detector(args: argparse.Namespace) -> dict:
     )
 
     start = time.perf_counter()
+    output_dir = prepare_dense_output_dir(accelerator, args)
     history = run_training(
         accelerator,
         model,
