@@ -35,6 +35,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -554,6 +555,30 @@ def describe_upload(
     )
 
 
+# What an export's card says where the repo id and the package's source were not known when it was written.
+PLACEHOLDER_REPO_ID = re.compile(r"\bORG/[\w.-]+")
+PLACEHOLDER_PACKAGE_SOURCE = "git+https://github.com/<org>/<repo>"
+
+
+def card_for_repo(card: str, repo_id: str, package_source: str | None = None) -> str:
+    """The card with the placeholder repo id ("ORG/...") replaced by `repo_id`, and the placeholder install
+    source by `package_source` (e.g. git+https://github.com/me/pvt-transformers) when given."""
+    card = PLACEHOLDER_REPO_ID.sub(repo_id, card)
+    if package_source:
+        card = card.replace(PLACEHOLDER_PACKAGE_SOURCE, package_source)
+    return card
+
+
+def name_repo_in_card(model_dir: Path, repo_id: str, package_source: str | None = None) -> bool:
+    """Rewrite model_dir/README.md (atomically) for `repo_id` (card_for_repo); returns whether it changed."""
+    card_path = Path(model_dir) / "README.md"
+    card = card_path.read_text(encoding="utf-8")
+    named = card_for_repo(card, repo_id, package_source)
+    if named != card:
+        write_atomically(card_path, named.encode("utf-8"))
+    return named != card
+
+
 def push_export(
     model_dir: str | os.PathLike,
     repo_id: str,
@@ -563,13 +588,25 @@ def push_export(
     dry_run: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
+    package_source: str | None = None,
 ) -> CommitInfo | str:
-    """Upload the export in `model_dir` to `repo_id` as one commit (or, with dry_run, return what would be done)."""
+    """Upload the export in `model_dir` to `repo_id` as one commit (or, with dry_run, return what would be done).
+    Its card is first made to name `repo_id` (and `package_source`, see card_for_repo), in the folder itself, so
+    that the folder and the repository say the same; a dry run changes nothing and says whether it would."""
     check_repo_id(repo_id)
+    validate_export_dir(model_dir)
+    card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
+    card_changes = card_for_repo(card, repo_id, package_source) != card
+    if not dry_run and card_changes:
+        name_repo_in_card(Path(model_dir), repo_id, package_source)
     files = plan_upload(model_dir)
     commit_message = commit_message or f"Upload PVT export ({len(files)} files)"
     description = describe_upload(files, repo_id, private=private, revision=revision, commit_message=commit_message)
     if dry_run:
+        if card_changes:
+            description += f"\nREADME.md would first be made to name {repo_id}" + (
+                f" and install from {package_source}" if package_source else ""
+            )
         return description
     if constants.is_offline_mode():
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (or use --dry-run).")

@@ -14,6 +14,7 @@ are imported.
 - `check_positive`: counts must be > 0.
 """
 
+import difflib
 import os
 import re
 import sys
@@ -24,6 +25,22 @@ from pathlib import Path
 class UsageError(ValueError):
     """A flag's value cannot work; the message names the flag, the value and the fix. Raised before anything is
     loaded or written wherever the flags alone show the problem."""
+
+
+# The paper's variants (configuration_pvt.PVT_VARIANTS, which imports torch): named here so that a command can
+# list and check them before torch is imported. tests/test_usage.py keeps the two the same.
+PVT_VARIANT_NAMES = ("pvt-tiny", "pvt-small", "pvt-medium", "pvt-large")
+
+
+def check_variant_name(variant: str, flag: str = "--variant") -> str:
+    """A paper variant's name, or an error that suggests the closest one and lists them all."""
+    if variant in PVT_VARIANT_NAMES:
+        return variant
+    close = difflib.get_close_matches(variant.replace("_", "-").lower(), PVT_VARIANT_NAMES, n=1, cutoff=0.5)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(
+        f"{flag} {variant!r} is not a PVT variant: {suggestion}Choose one of {', '.join(PVT_VARIANT_NAMES)}."
+    )
 
 
 class CommandError(Exception):
@@ -49,6 +66,15 @@ def check_positive(**flags: float | None) -> None:
     for name, value in flags.items():
         if value is not None and value <= 0:
             raise UsageError(f"--{name} must be greater than 0, got {value:g}.")
+
+
+def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
+    """--checkpointing_steps: a number of optimizer steps, "epoch", or None (no checkpoints)."""
+    if value is None or value == "epoch" or isinstance(value, int):
+        return value
+    if str(value).isdigit() and int(value) > 0:
+        return int(value)
+    raise UsageError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
 
 
 # --- the output folder ---------------------------------------------------------------------------------------------
@@ -194,8 +220,10 @@ __all__ = [
     "check_model_reference",
     "check_output_folder",
     "check_positive",
+    "check_variant_name",
     "checkpoints_in",
     "finished_work_in",
     "is_repo_id",
+    "parse_checkpointing_steps",
     "run_console_command",
 ]

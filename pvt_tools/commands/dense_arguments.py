@@ -3,17 +3,28 @@
 
 Each function adds one run of flags to an argparse group, in the order `--help` lists them; the command adds its
 own flags around them and passes in its own defaults and help text where the two differ. Values are checked as
-they are parsed: counts must be > 0, paths must exist, a misspelt --pvt_variant gets a did-you-mean.
+they are parsed (paths must exist, a misspelt --pvt_variant gets a did-you-mean), and the counts that pvt-train
+shares (batch sizes, epochs, steps, accumulation) by `training.dense.check_dense_run` in pvt-train's words.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from configuration_pvt import PVT_VARIANTS
-from pvt_tools.training.classification import check_variant_name
-from pvt_tools.training.data import DEFAULT_TRAIN_VAL_SPLIT
-from pvt_tools.usage import UsageError, check_model_reference, run_console_command
+from pvt_tools.training.arguments import DEFAULT_TRAIN_VAL_SPLIT
+from pvt_tools.usage import (
+    PVT_VARIANT_NAMES,
+    UsageError,
+    check_model_reference,
+    check_variant_name,
+    run_console_command,
+)
+
+# The models each command trains (training.detection.IMAGE_PROCESSOR_CLASSES, training.segmentation.ARCHITECTURES and
+# segmentation_data.TASKS, which import torch), named here so that `--help` answers at once; tests keep them equal.
+DETECTION_ARCHITECTURES = ("detr", "deformable_detr")
+SEGMENTATION_ARCHITECTURES = ("mask2former", "upernet")
+SEGMENTATION_TASKS = ("semantic", "instance")
 
 
 def positive_int(value: str) -> int:
@@ -83,7 +94,7 @@ def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str
     )
     variant_help = "The randomly initialised backbone, when there is no --pvt_checkpoint"
     group.add_argument(
-        "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANTS)}."
+        "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANT_NAMES)}."
     )
     group.add_argument(
         "--pvt_config_overrides",
@@ -102,8 +113,8 @@ def add_batch_and_learning_rate_flags(
     backbone_learning_rate_help: str,
 ) -> None:
     """Batch sizes per device, the learning rate of the model around the backbone and that of the backbone."""
-    group.add_argument("--per_device_train_batch_size", type=positive_int, default=8)
-    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=8)
+    group.add_argument("--per_device_train_batch_size", type=int, default=8)
+    group.add_argument("--per_device_eval_batch_size", type=int, default=8)
     group.add_argument("--learning_rate", type=float, default=1e-4, help=learning_rate_help)
     group.add_argument(
         "--backbone_learning_rate", type=float, default=backbone_learning_rate, help=backbone_learning_rate_help
@@ -126,9 +137,9 @@ def add_schedule_flags(
     """Weight decay, gradient clipping, the length of the run and the learning-rate schedule."""
     group.add_argument("--weight_decay", type=float, default=weight_decay)
     group.add_argument("--max_grad_norm", type=float, default=max_grad_norm, help=max_grad_norm_help)
-    group.add_argument("--num_train_epochs", type=positive_int, default=num_train_epochs)
-    group.add_argument(*max_train_steps_flags, type=positive_int, help=max_train_steps_help)
-    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    group.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
+    group.add_argument(*max_train_steps_flags, type=int, help=max_train_steps_help)
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--lr_scheduler_type", default=lr_scheduler_type)
     group.add_argument("--num_warmup_steps", type=int, default=num_warmup_steps, help=num_warmup_steps_help)
 

@@ -5,16 +5,20 @@
         --output_dir outputs/trainer --num_train_epochs 10 --eval_strategy epoch
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import HfArgumentParser
 
-from pvt_tools.training.classification import ModelArguments
-from pvt_tools.training.data import DataArguments
-from pvt_tools.training.trainer import finetune
+from pvt_tools.training.arguments import DataArguments, ModelArguments
 from pvt_tools.usage import run_console_command
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 TRAINER_FLAGS_SUMMARY = """Trainer's flags (transformers.TrainingArguments) are passed through; the ones used most:
   --output_dir DIR                 the trained model (from_pretrained(DIR) loads it), checkpoint-N folders, results
@@ -56,6 +60,15 @@ def given_flags(argv: list[str]) -> set[str]:
     return {argument.partition("=")[0] for argument in argv if argument.startswith("--")}
 
 
+def trainer_parser() -> HfArgumentParser:
+    """Trainer's own flags (TrainingArguments imports torch: built only when they are read)."""
+    from transformers import TrainingArguments
+
+    parser = HfArgumentParser(TrainingArguments, prog="pvt-finetune-trainer", allow_abbrev=False)
+    parser.set_defaults(remove_unused_columns=False)  # keep the image column for the transform
+    return parser
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[DataArguments, ModelArguments, TrainingArguments, frozenset[str], bool]:
@@ -63,10 +76,8 @@ def parse_args(
     Then the Trainer flags given, so that finetune() adapts only the defaults left alone, and
     --overwrite_output_dir."""
     argv = translate_aliases(list(sys.argv[1:] if argv is None else argv))
-    trainer_parser = HfArgumentParser(TrainingArguments, prog="pvt-finetune-trainer", allow_abbrev=False)
-    trainer_parser.set_defaults(remove_unused_columns=False)  # keep the image column for the transform
     if "--help_trainer" in argv:
-        trainer_parser.print_help()
+        trainer_parser().print_help()
         sys.exit(0)
     parser = HfArgumentParser(
         (DataArguments, ModelArguments, OutputFolderArguments),
@@ -79,13 +90,20 @@ def parse_args(
     data_args, model_args, output_args, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
-    training_args, unknown = trainer_parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
+    training_args, unknown = trainer_parser().parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
     if unknown:
         parser.error(
             f"unrecognized arguments: {' '.join(unknown)} (neither ours, listed by --help, nor Trainer's, listed by "
             "--help_trainer)"
         )
     return data_args, model_args, training_args, frozenset(given_flags(remaining)), output_args.overwrite_output_dir
+
+
+def finetune(*arguments, **options):
+    """pvt_tools.training.trainer.finetune, imported when called (torch and Trainer)."""
+    from pvt_tools.training.trainer import finetune
+
+    return finetune(*arguments, **options)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvt_tools.hub import place_in_hub_cache
+from pvt_tools.usage import check_model_reference
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_model_reference("--model_dir", args.model_dir)
+        from pvt_tools.hub import place_in_hub_cache  # transformers: only once the flags are read
+
         snapshot = place_in_hub_cache(args.model_dir, args.repo_id, cache_dir=args.cache_dir, revision=args.revision)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,15 +16,15 @@ checkpoints, all_results.json, training_history.json and training_curves.png. Th
 pvt_tools.training.classification.
 """
 
-from transformers import HfArgumentParser
+from transformers.hf_argparser import HfArgumentParser
 
-from pvt_tools.training.classification import (
+from pvt_tools.training.arguments import (
+    AugmentationArguments,
+    DataArguments,
     ModelArguments,
     OptimizationArguments,
     RunArguments,
-    train_image_classifier,
 )
-from pvt_tools.training.data import AugmentationArguments, DataArguments
 from pvt_tools.usage import run_console_command
 
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, OptimizationArguments, AugmentationArguments, RunArguments)
@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train_image_classifier(*parse_args(argv))
+    arguments = parse_args(argv)
+    from pvt_tools.training.classification import train_image_classifier  # torch: only once the flags are read
+
+    return train_image_classifier(*arguments)
 
 
 def run() -> None:

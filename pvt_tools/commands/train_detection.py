@@ -9,6 +9,7 @@ accelerate launch -m pvt_tools.commands.train_detection ...        # several pro
 import argparse
 
 from pvt_tools.commands.dense_arguments import (
+    DETECTION_ARCHITECTURES,
     add_backbone_flags,
     add_batch_and_learning_rate_flags,
     add_dataset_flags,
@@ -18,8 +19,7 @@ from pvt_tools.commands.dense_arguments import (
     positive_int,
     run_console_command,
 )
-from pvt_tools.training.detection import IMAGE_PROCESSOR_CLASSES, train_detector
-from pvt_tools.training.loop import UsageError, parse_checkpointing_steps
+from pvt_tools.usage import UsageError, parse_checkpointing_steps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
-    model.add_argument("--architecture", choices=list(IMAGE_PROCESSOR_CLASSES), default="detr")
+    model.add_argument("--architecture", choices=DETECTION_ARCHITECTURES, default="detr")
     add_backbone_flags(
         model,
         model_config_help='JSON for the DETR / Deformable DETR config, e.g. \'{"num_queries": 20, "d_model": 128}\'.',
@@ -93,7 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train_detector(parse_args(argv))
+    args = parse_args(argv)
+    from pvt_tools.training.detection import train_detector  # torch: only once the flags are read
+
+    return train_detector(args)
 
 
 def run() -> None:

@@ -57,7 +57,7 @@ from pvt_tools.training.checkpoints import (
 )
 from pvt_tools.training.curves import TrainingHistory, plot_training_curves
 from pvt_tools.training.data import DataError
-from pvt_tools.usage import UsageError, check_output_folder, check_positive
+from pvt_tools.usage import UsageError, check_output_folder, check_positive, parse_checkpointing_steps
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -206,15 +206,6 @@ def run_summary(
 def end_line(model_dir: str | os.PathLike, results_path: str | os.PathLike) -> str:
     """The line every training script prints last."""
     return f"Saved to {model_dir}; results {results_path}"
-
-
-def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
-    """--checkpointing_steps: a number of optimizer steps, "epoch", or None (no checkpoints)."""
-    if value is None or value == "epoch" or isinstance(value, int):
-        return value
-    if str(value).isdigit() and int(value) > 0:
-        return int(value)
-    raise UsageError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
 
 
 class OutOfMemoryError(UsageError):
