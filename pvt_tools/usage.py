@@ -192,9 +192,9 @@ def is_repo_id(value: str) -> bool:
     return bool(REPO_ID.match(value)) and "--" not in value and ".." not in value and not value.endswith((".", "-"))
 
 
-def check_model_reference(flag: str, value: str | os.PathLike | None, *, kind: str = "folder") -> None:
+def check_model_reference(flag: str, value: str | os.PathLike | None, *, kind: str = "folder or repo") -> None:
     """A model or checkpoint flag names an existing local path or a well-formed Hub repo id (None: not given).
-    `kind` says what a local one is ("folder" or "file")."""
+    `kind`: "folder or repo" (the default), "folder" (a local folder only) or "file" (a local file only)."""
     if value is None:
         return
     text = str(value)
@@ -206,6 +206,8 @@ def check_model_reference(flag: str, value: str | os.PathLike | None, *, kind: s
     example = "a folder written by a training run or save_pretrained (e.g. outputs/demo)"
     if kind == "file":
         raise UsageError(f"{flag} {text}: no such file. Check the path (run ls on it).")
+    if kind == "folder":
+        raise UsageError(f"{flag} {text}: no such folder. Give {example}.")
     looks_like_a_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_like_a_path or not is_repo_id(text):
         raise UsageError(

@@ -15,7 +15,6 @@ from pvt_tools.training.arguments import DEFAULT_TRAIN_VAL_SPLIT
 from pvt_tools.usage import (
     PVT_VARIANT_NAMES,
     UsageError,
-    check_model_reference,
     check_variant_name,
     run_console_command,
 )
@@ -50,16 +49,6 @@ def existing_folder_or_hub_id(value: str) -> str:
     return value
 
 
-def model_folder_or_hub_id(value: str) -> str:
-    """argparse type: --pvt_checkpoint is an existing folder or a well-formed Hub repo id (usage.check_model_reference,
-    as every command's model flags)."""
-    try:
-        check_model_reference("--pvt_checkpoint", value)
-    except UsageError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--pvt_checkpoint {value}: ")) from None
-    return value
-
-
 def add_dataset_flags(group: argparse._ArgumentGroup, *, dataset_name_help: str) -> None:
     """--dataset_name, --dataset_config_name and --train_val_split."""
     group.add_argument("--dataset_name", type=existing_folder_or_hub_id, help=dataset_name_help)
@@ -88,7 +77,6 @@ def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str
     for the model around it (`model_config_help` names its config and an example)."""
     group.add_argument(
         "--pvt_checkpoint",
-        type=model_folder_or_hub_id,
         help="PVT folder or Hub repo id whose weights start the backbone (or a trained detector / segmenter with a "
         "PVT backbone, whose backbone is taken).",
     )

@@ -10,14 +10,13 @@ access. The token is the one `hf auth login` stored, or $HF_TOKEN.
 
 import argparse
 import sys
-from pathlib import Path
 
 from pvt_tools.usage import check_model_reference
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
+    parser.add_argument("--model_dir", required=True, help="An export folder (hub_export.export_model).")
     parser.add_argument("--repo_id", required=True, help='Target model repository, "org/name".')
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created if needed); default main.")
@@ -41,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        check_model_reference("--model_dir", args.model_dir)
+        check_model_reference("--model_dir", args.model_dir, kind="folder")
         from pvt_tools.hub import push_export  # transformers: only once the flags are read
 
         result = push_export(

@@ -38,7 +38,7 @@ from pvt_tools.backbones import (
 from pvt_tools.hub import move_files_into, set_shared_file_modes, staging_folder
 from pvt_tools.training.curves import TrainingHistory
 from pvt_tools.training.loop import prepare_run_output_dir, weight_decay_parameter_groups
-from pvt_tools.usage import check_output_folder, check_positive
+from pvt_tools.usage import check_model_reference, check_output_folder, check_positive
 
 
 def check_dense_run(args: argparse.Namespace) -> None:
@@ -51,6 +51,7 @@ def check_dense_run(args: argparse.Namespace) -> None:
         max_train_steps=args.max_train_steps,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
     )
+    check_model_reference("--pvt_checkpoint", args.pvt_checkpoint)
     check_output_folder(
         args.output_dir, overwrite=args.overwrite_output_dir, resume_from_checkpoint=args.resume_from_checkpoint
     )
