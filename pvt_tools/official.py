@@ -104,7 +104,7 @@ def check_not_truncated(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged_member = archive.testzip()
-    except zipfile.BadZipFile as error:
+    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError) as error:  # a cut or garbled directory
         raise OfficialCheckpointError(
             f"{path} is truncated: it is a zip-format PyTorch checkpoint of {size:,} bytes without its closing "
             f"directory ({error}). The download or copy stopped early; fetch the file again."
@@ -159,7 +159,7 @@ def pickled_globals(path: Path) -> list[str]:
                 stream = archive.read(member)
         else:
             stream = path.read_bytes()
-    except (OSError, StopIteration, zipfile.BadZipFile):
+    except (OSError, StopIteration, zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError):
         return []
     names, strings = [], []
     try:

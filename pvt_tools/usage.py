@@ -198,7 +198,10 @@ def check_model_reference(flag: str, value: str | os.PathLike | None, *, kind: s
     if value is None:
         return
     text = str(value)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~user" of no user, or no home directory
+        path = Path(text)
     if path.exists():
         if kind == "file" and path.is_dir():
             raise UsageError(f"{flag} {text} is a folder; give the checkpoint file itself.")

@@ -311,8 +311,9 @@ def test_default_flags_learn_on_a_folder_of_digits(tmp_path, capsys):
     assert "learning rate 0.0005 (default from scratch: DeiT's 5e-4 x 32/512 = " in printed
     assert "warm-up 4 steps (default: min(5 epochs, 10% of the steps))" in printed
     assert (
-        "Augmentations: random resized crops (scale 0.35-1), flips (0.5), label smoothing 0.1; evaluation: shorter "
-        "side resized to 36, centre crop 32 (--eval_crop_ratio 1 keeps the whole image)." in printed
+        "Augmentations: random resized crops (scale 0.35-1), flips (0.5, the default: --horizontal_flip_probability 0 "
+        "if a flip changes the class), label smoothing 0.1; evaluation: shorter side resized to 36, centre crop 32 "
+        "(--eval_crop_ratio 1 keeps the whole image)." in printed
     )
     # Chance is 10%. Measured 0.487 (600 training PNGs, 150 for validation; 83 s with the 2 cores shared 6 ways). With
     # DeiT's augmentations or its learning rate rule alone (3e-5 at batch 32), such runs stay near chance.

@@ -374,7 +374,7 @@ def test_flips_are_off_by_default_where_they_change_the_label():
     photos = AugmentationArguments().for_run(3, flips_change_labels=False)
     assert digits.horizontal_flip_probability == 0.0 and photos.horizontal_flip_probability == 0.5
     assert "--horizontal_flip_probability 0.5 turns them on" in digits.describe()
-    assert "--horizontal_flip_probability 0 if a flip changes the class" in photos.describe()
+    assert "flips (0.5, the default: --horizontal_flip_probability 0 if a flip changes the class)" in photos.describe()
     asked = AugmentationArguments(horizontal_flip_probability=0.5).for_run(3, flips_change_labels=True)
     assert asked.horizontal_flip_probability == 0.5 and "default" not in asked.describe()
 

@@ -305,7 +305,7 @@ class AugmentationArguments:
             low, high = self.random_resized_crop_scale
             parts = [f"random resized crops (scale {low:g}-{high:g})"]
         if self.horizontal_flip_probability > 0:
-            turn_off = " (default; --horizontal_flip_probability 0 if a flip changes the class)"
+            turn_off = ", the default: --horizontal_flip_probability 0 if a flip changes the class"
             parts.append(f"flips ({self.horizontal_flip_probability:g}{turn_off if self.flips_by_default else ''})")
         elif self.flips_by_default:
             parts.append("no flips (they can change a digit's class; --horizontal_flip_probability 0.5 turns them on)")

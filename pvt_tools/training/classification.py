@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from huggingface_hub import constants
+from huggingface_hub.errors import StrictDataclassError
 from torch.utils.data import DataLoader
 from transformers import (
     AutoConfig,
@@ -310,7 +311,7 @@ def check_pretrained_model(model_name_or_path: str | None, flag: str = "--model_
     check_model_reference(flag, model_name_or_path)
     try:
         AutoConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:  # a config.json it cannot use
         where = (
             "a folder here without a readable config.json"
             if Path(model_name_or_path).exists()
