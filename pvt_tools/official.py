@@ -104,11 +104,16 @@ def check_not_truncated(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged_member = archive.testzip()
-    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError) as error:  # a cut or garbled directory
+    except zipfile.BadZipFile as error:
         raise OfficialCheckpointError(
             f"{path} is truncated: it is a zip-format PyTorch checkpoint of {size:,} bytes without its closing "
             f"directory ({error}). The download or copy stopped early; fetch the file again."
-        ) from error
+        ) from None
+    except (UnicodeDecodeError, ValueError, EOFError, OSError) as error:  # a garbled directory: bytes changed
+        raise OfficialCheckpointError(
+            f"{path} is damaged: its zip directory cannot be read ({type(error).__name__}: {error}). Fetch the file "
+            "again."
+        ) from None
     if damaged_member is not None:
         raise OfficialCheckpointError(
             f"{path} is damaged: the archive member {damaged_member} fails its CRC check. Fetch the file again."

@@ -183,13 +183,17 @@ def check_output_folder(
 
 # --- model and checkpoint flags ------------------------------------------------------------------------------------
 
-# Hugging Face Hub repo ids: "name" or "namespace/name", letters, digits, "-", "_", "." (no "--" or ".."), at most 96.
-REPO_ID = re.compile(r"^(?:[\w][\w.-]{0,94}/)?[\w][\w.-]{0,95}$")
-
 
 def is_repo_id(value: str) -> bool:
-    """Whether `value` is a well-formed Hub repo id (as huggingface_hub.utils.validate_repo_id accepts)."""
-    return bool(REPO_ID.match(value)) and "--" not in value and ".." not in value and not value.endswith((".", "-"))
+    """Whether `value` is a well-formed Hub repo id, by huggingface_hub's own rule (validate_repo_id)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
 
 
 def check_model_reference(flag: str, value: str | os.PathLike | None, *, kind: str = "folder or repo") -> None:
