@@ -122,10 +122,10 @@ def finished_work_in(folder: str | os.PathLike) -> list[str]:
 
 
 def describe_work(finished: list[str], checkpoints: list[str]) -> str:
-    """e.g. "a finished model and results (model.safetensors, all_results.json) and checkpoints (step_3, step_6)"."""
+    """e.g. "a model or results (model.safetensors, all_results.json) and checkpoints (step_3, step_6)"."""
     parts = []
     if finished:
-        parts.append(f"a finished model or results ({', '.join(finished[:6])})")
+        parts.append(f"a model or results ({', '.join(finished[:6])})")
     if checkpoints:
         shown = checkpoints if len(checkpoints) <= 4 else [*checkpoints[:2], "...", *checkpoints[-2:]]
         parts.append(f"checkpoints ({', '.join(shown)})")

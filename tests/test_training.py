@@ -404,7 +404,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     # The run is not silently mixed with a new one, and cannot resume with a different batch layout.
     with pytest.raises(
-        UsageError, match=r"already holds checkpoints .*Continue it with --resume_from_checkpoint latest"
+        UsageError, match=r"already holds .*checkpoints \(step_1\).*Continue it with --resume_from_checkpoint latest"
     ):
         train.main(arguments)
     with pytest.raises(CheckpointError, match=r"per_device_train_batch_size: 8 in the checkpoint, 4 now"):

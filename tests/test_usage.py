@@ -85,7 +85,7 @@ def test_training_commands_keep_a_finished_run(name, tmp_path, capsys):
     out = tmp_path / "out_d"
     before = finished_run(out)
     message = error_of(command, ["--output_dir", str(out), *extra], capsys)
-    assert "already holds a finished model or results (model.safetensors, config.json, all_results.json)" in message
+    assert "already holds a model or results (model.safetensors, config.json, all_results.json)" in message
     assert "--resume_from_checkpoint" not in message  # there is nothing to resume: suggesting it would lose the run
     assert "Replace it with --overwrite_output_dir, or choose another --output_dir." in message
     # Following the old advice (resume 'latest' without a checkpoint) is refused too, naming what is there.
@@ -150,7 +150,7 @@ def test_exporting_commands_keep_a_finished_model(name, tmp_path, capsys):
         message = capsys.readouterr().err.strip()
     else:
         message = error_of(command, argv(out, source), capsys)
-    assert ("already holds a finished model" in message) or ("is not an empty folder" in message), message
+    assert ("already holds a model or results" in message) or ("is not an empty folder" in message), message
     assert "Traceback" not in message and len(message.splitlines()) == 1
     assert contents(out) == before
 
