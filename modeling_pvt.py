@@ -71,6 +71,15 @@ def minimum_input_size(config: PvtConfig) -> int:
     return size
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether torch.autocast may change the input's dtype on this device (devices without autocast, such as "meta",
+    count as enabled: the check below then stays out of the way)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return True
+
+
 def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig, dtype: torch.dtype | None = None) -> None:
     """Fail early, with the fix, on inputs the network cannot take (`dtype`: that of the weights)."""
     if not pixel_values.is_floating_point():
@@ -78,8 +87,7 @@ def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig, dtype: tor
             f"pixel_values holds {pixel_values.dtype} values; the network takes normalised floating-point images: "
             "prepare them with the model's image processor (or convert with .float() and normalise)."
         )
-    autocast = torch.is_autocast_enabled(pixel_values.device.type)
-    if dtype is not None and pixel_values.dtype != dtype and not autocast:
+    if dtype is not None and pixel_values.dtype != dtype and not autocast_enabled(pixel_values.device.type):
         raise ValueError(
             f"pixel_values is {pixel_values.dtype} but the model's weights are {dtype}: convert the input with "
             ".to(model.dtype) (or run under torch.autocast)."
