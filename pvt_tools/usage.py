@@ -158,25 +158,27 @@ def check_output_folder(
         resume_from_checkpoint: "latest", a checkpoint path, or None (a new run).
         overwrite_flag: the command's flag that allows replacing; None when it has none (the folder must then be
             free of finished work).
-        resumable: the command can continue a run from a checkpoint (the training commands).
+        resumable: the command can continue a run from a checkpoint (the training commands): only then does a
+            refusal suggest it.
     Returns the checkpoints found (a new run with `overwrite` removes them once it starts)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{output_flag} {folder} is a file, not a folder: choose another {output_flag}.")
-    checkpoints = checkpoints_in(folder) if resumable else []
+    checkpoints = checkpoints_in(folder)
     finished = finished_work_in(folder)
     if not finished and not checkpoints:
         return checkpoints
     if resume_from_checkpoint == "latest" and not checkpoints and not overwrite:
         raise UsageError(
             f"--resume_from_checkpoint latest: {folder} holds no checkpoint to continue from, but "
-            f"{describe_work(finished, [])}; nothing was changed. (A run writes checkpoints only with "
-            f"--checkpointing_steps N or 'epoch'.) {choices(False, overwrite_flag, output_flag)}"
+            f"{describe_work(finished, [])}; nothing was changed. (A run writes checkpoints only when asked: "
+            "--checkpointing_steps N or 'epoch'; --save_strategy with pvt-finetune-trainer.) "
+            f"{choices(False, overwrite_flag, output_flag)}"
         )
     if resume_from_checkpoint is None and not overwrite:
         raise UsageError(
             f"{folder} already holds {describe_work(finished, checkpoints)}; nothing was changed. "
-            f"{choices(bool(checkpoints), overwrite_flag, output_flag)}"
+            f"{choices(resumable and bool(checkpoints), overwrite_flag, output_flag)}"
         )
     return checkpoints
 

@@ -94,7 +94,7 @@ def test_output_folder_rule_over_generated_folders(chunk, tmp_path):
         resume = rng.choice([None, None, "latest"])
         resumable = rng.random() < 0.8
         overwrite_flag = rng.choice(["--overwrite_output_dir", None])
-        checkpoints = complete if resumable else []
+        checkpoints = complete
         before = snapshot(folder) if exists else None
         case_name = f"case {chunk}/{case}: {finished=} {complete=} {incomplete=} {overwrite=} {resume=} {resumable=}"
         refuse = bool(finished or checkpoints) and not overwrite and (resume is None or not checkpoints)
@@ -109,7 +109,8 @@ def test_output_folder_rule_over_generated_folders(chunk, tmp_path):
         except UsageError as error:
             message = one_line(error)
             assert refuse, case_name
-            assert ("Continue it with --resume_from_checkpoint latest" in message) == bool(checkpoints), case_name
+            suggests_resuming = "Continue it with --resume_from_checkpoint latest" in message
+            assert suggests_resuming == (resumable and bool(checkpoints)), case_name
             assert ("eplace it with --overwrite_output_dir" in message) == bool(overwrite_flag), case_name
             assert "nothing was changed" in message
         else:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_model_reference("--checkpoint", args.checkpoint, kind="file")
-        check_output_folder(args.output_dir, overwrite=args.overwrite, resumable=False)
+        check_output_folder(args.output_dir, overwrite=args.overwrite, resumable=False)  # as every command
         from pvt_tools.hub import check_repo_id, push_export  # torch: only once the flags are read
         from pvt_tools.official import convert_any_official_checkpoint
 

@@ -50,7 +50,7 @@ def check_accuracy(accuracy: float, required: float) -> None:
 def main(argv: list[str] | None = None) -> float:
     """Run the demo and check its accuracy; returns the reloaded model's validation accuracy."""
     args = parse_args(argv)
-    check_output_folder(args.output_dir, overwrite=args.overwrite_output_dir)
+    check_output_folder(args.output_dir, overwrite=args.overwrite_output_dir, resumable=False)
     from pvt_tools.training.demo import run_demo  # torch: only once the flags are read
 
     accuracy = run_demo(args.output_dir, args.num_train_epochs, overwrite_output_dir=args.overwrite_output_dir)
