@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(PYTHON) -m ruff format --check .
 
 demo: $(STAMP)
-	$(PYTHON) scripts/demo.py
+	$(PYTHON) scripts/demo.py --overwrite_output_dir
 
 # Fashion-MNIST's 10-minute recipe (benchmarks/fashion_mnist.md); needs Debian's dataset-fashion-mnist.
 FASHION_MNIST := data/fashion-mnist

@@ -71,8 +71,27 @@ def minimum_input_size(config: PvtConfig) -> int:
     return size
 
 
-def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig) -> None:
-    """Fail early, with the fix, on inputs the network cannot take."""
+def autocast_enabled(device_type: str) -> bool:
+    """Whether torch.autocast may change the input's dtype on this device (devices without autocast, such as "meta",
+    count as enabled: the check below then stays out of the way)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return True
+
+
+def check_pixel_values(pixel_values: torch.Tensor, config: PvtConfig, dtype: torch.dtype | None = None) -> None:
+    """Fail early, with the fix, on inputs the network cannot take (`dtype`: that of the weights)."""
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values holds {pixel_values.dtype} values; the network takes normalised floating-point images: "
+            "prepare them with the model's image processor (or convert with .float() and normalise)."
+        )
+    if dtype is not None and pixel_values.dtype != dtype and not autocast_enabled(pixel_values.device.type):
+        raise ValueError(
+            f"pixel_values is {pixel_values.dtype} but the model's weights are {dtype}: convert the input with "
+            ".to(model.dtype) (or run under torch.autocast)."
+        )
     if pixel_values.ndim != 4:
         raise ValueError(
             f"pixel_values must have shape (batch_size, num_channels, height, width), got {tuple(pixel_values.shape)}."
@@ -427,7 +446,7 @@ class PvtModel(PvtPreTrainedModel):
         Returns the final normalised tokens (class token first) as `last_hidden_state`, the class token as
         `pooler_output`; `hidden_states` holds every layer's output, then the final normalised output.
         """
-        check_pixel_values(pixel_values, self.config)
+        check_pixel_values(pixel_values, self.config, self.dtype)
         feature_map = pixel_values
         for stage in self.stages[:-1]:
             feature_map = tokens_to_feature_map(*stage(feature_map, **kwargs))
@@ -514,7 +533,7 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
     @filter_output_hidden_states
     @capture_outputs(tie_last_hidden_states=False)
     def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
-        check_pixel_values(pixel_values, self.config)
+        check_pixel_values(pixel_values, self.config, self.dtype)
         feature_maps = ()
         feature_map = pixel_values
         for stage_name, stage in zip(self.stage_names, self.stages):

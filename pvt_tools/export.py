@@ -409,12 +409,12 @@ def export_onnx(
     check_output_dir(output_dir)
     model = load_model_for_task(model_name_or_path, task)
 
-    from pvt_tools.hub import staging_folder
+    from pvt_tools.hub import set_shared_file_modes, staging_folder
 
     with staging_folder(output_dir.parent, output_dir.name) as staging:
         reports = write_verified_onnx_files(model, task, staging / ONNX_SUBFOLDER, opset=opset, quantize=quantize)
         save_model_files(model, model_name_or_path, staging)
-        staging.chmod(0o755)
+        set_shared_file_modes(staging)
         check_output_dir(output_dir)  # nothing appeared there meanwhile
         if output_dir.exists():
             output_dir.rmdir()  # empty, checked just above

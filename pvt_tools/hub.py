@@ -35,6 +35,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -354,6 +355,19 @@ def move_files_into(staging: Path, destination: Path) -> None:
     staging.rmdir()
 
 
+def set_shared_file_modes(folder: Path) -> None:
+    """Give everything in `folder` (and the folder) the modes a plain open() or mkdir would give under the umask
+    (0644 / 0755 with the usual 022), as config.json gets from save_pretrained. The folders of tempfile.mkdtemp are
+    0700, and safetensors (0.8) writes model.safetensors through a private temporary file, 0600: an export, a
+    checkpoint or a trained model is meant to be read by others like the rest of the folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def staging_folder(parent: Path, name: str) -> Iterator[Path]:
     """A new temporary folder in `parent` where `name` is written whole; the block moves it (or its files) into
@@ -446,9 +460,7 @@ def export_model(
 
             write_verified_onnx_files(model, "image-classification", staging / ONNX_FOLDER)
         validate_export_dir(staging)
-        staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
-        for path in staging.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        set_shared_file_modes(staging)
         if beside_other_files:
             move_files_into(staging, output_dir)
         else:
@@ -467,6 +479,7 @@ __all__ = [
     "render_trained_card",
     "render_variant_card",
     "replace_directory",
+    "set_shared_file_modes",
     "validate_export_dir",
     "write_variant_cards",
 ]
@@ -542,6 +555,30 @@ def describe_upload(
     )
 
 
+# What an export's card says where the repo id and the package's source were not known when it was written.
+PLACEHOLDER_REPO_ID = re.compile(r"\bORG/[\w.-]+")
+PLACEHOLDER_PACKAGE_SOURCE = "git+https://github.com/<org>/<repo>"
+
+
+def card_for_repo(card: str, repo_id: str, package_source: str | None = None) -> str:
+    """The card with the placeholder repo id ("ORG/...") replaced by `repo_id`, and the placeholder install
+    source by `package_source` (e.g. git+https://github.com/me/pvt-transformers) when given."""
+    card = PLACEHOLDER_REPO_ID.sub(repo_id, card)
+    if package_source:
+        card = card.replace(PLACEHOLDER_PACKAGE_SOURCE, package_source)
+    return card
+
+
+def name_repo_in_card(model_dir: Path, repo_id: str, package_source: str | None = None) -> bool:
+    """Rewrite model_dir/README.md (atomically) for `repo_id` (card_for_repo); returns whether it changed."""
+    card_path = Path(model_dir) / "README.md"
+    card = card_path.read_text(encoding="utf-8")
+    named = card_for_repo(card, repo_id, package_source)
+    if named != card:
+        write_atomically(card_path, named.encode("utf-8"))
+    return named != card
+
+
 def push_export(
     model_dir: str | os.PathLike,
     repo_id: str,
@@ -551,13 +588,25 @@ def push_export(
     dry_run: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
+    package_source: str | None = None,
 ) -> CommitInfo | str:
-    """Upload the export in `model_dir` to `repo_id` as one commit (or, with dry_run, return what would be done)."""
+    """Upload the export in `model_dir` to `repo_id` as one commit (or, with dry_run, return what would be done).
+    Its card is first made to name `repo_id` (and `package_source`, see card_for_repo), in the folder itself, so
+    that the folder and the repository say the same; a dry run changes nothing and says whether it would."""
     check_repo_id(repo_id)
+    validate_export_dir(model_dir)
+    card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
+    card_changes = card_for_repo(card, repo_id, package_source) != card
+    if not dry_run and card_changes:
+        name_repo_in_card(Path(model_dir), repo_id, package_source)
     files = plan_upload(model_dir)
     commit_message = commit_message or f"Upload PVT export ({len(files)} files)"
     description = describe_upload(files, repo_id, private=private, revision=revision, commit_message=commit_message)
     if dry_run:
+        if card_changes:
+            description += f"\nREADME.md would first be made to name {repo_id}" + (
+                f" and install from {package_source}" if package_source else ""
+            )
         return description
     if constants.is_offline_mode():
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (or use --dry-run).")
@@ -650,7 +699,7 @@ def place_in_hub_cache(
             for name, etag in etags.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)  # onnx/ for the ONNX graphs
                 link_or_copy(storage / "blobs" / etag, staging / name)
-            staging.chmod(0o755)
+            set_shared_file_modes(staging)
             staging.rename(snapshot)
     (storage / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
     write_atomically(storage / "refs" / revision, commit.encode())

@@ -11,6 +11,7 @@ unwrapping), `infer_config_from_official` (every hyper-parameter the weights det
 
 import math
 import pickle
+import pickletools
 import re
 import sys
 import zipfile
@@ -21,7 +22,8 @@ from torch.nn import functional
 
 from configuration_pvt import PVT_VARIANTS, PvtConfig
 from modeling_pvt import PvtBackbone, PvtForImageClassification
-from pvt_tools.hub import export_model, replace_directory, staging_folder
+from pvt_tools.hub import export_model, replace_directory, set_shared_file_modes, staging_folder
+from pvt_tools.usage import CommandError
 from pvt_tools.variants import matching_variant, matching_variant_differences
 
 # Official key -> our key (PvtForImageClassification); stage and layer numbers are rewritten by `_renumber`.
@@ -106,7 +108,12 @@ def check_not_truncated(path: Path) -> None:
         raise OfficialCheckpointError(
             f"{path} is truncated: it is a zip-format PyTorch checkpoint of {size:,} bytes without its closing "
             f"directory ({error}). The download or copy stopped early; fetch the file again."
-        ) from error
+        ) from None
+    except (UnicodeDecodeError, ValueError, EOFError, OSError) as error:  # a garbled directory: bytes changed
+        raise OfficialCheckpointError(
+            f"{path} is damaged: its zip directory cannot be read ({type(error).__name__}: {error}). Fetch the file "
+            "again."
+        ) from None
     if damaged_member is not None:
         raise OfficialCheckpointError(
             f"{path} is damaged: the archive member {damaged_member} fails its CRC check. Fetch the file again."
@@ -136,8 +143,67 @@ def unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 def refused_global(error: pickle.UnpicklingError) -> str | None:
     """The dotted name of the object that the weights_only unpickler refused, if that is why it failed."""
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
     return match.group(1) if match else None
+
+
+# What a plain PyTorch checkpoint's pickle names: tensors, their storages and ordered dicts.
+PLAIN_CHECKPOINT_GLOBALS = re.compile(r"^(torch\.|collections\.OrderedDict$)")
+# Modules whose functions run commands or code: a pickle naming one is made to do that when loaded.
+CODE_RUNNING_MODULES = ("os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "socket", "importlib", "runpy")
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The Python objects (module.name) that the pickle in a .pth file refers to, read with pickletools, which only
+    lists the pickle's instructions (nothing is imported or run): the data.pkl of a zip-format file, or the legacy
+    file's pickles. Names of plain checkpoints' own objects (torch.*, OrderedDict) are left out."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next(name for name in archive.namelist() if name.endswith("data.pkl"))
+                stream = archive.read(member)
+        else:
+            stream = path.read_bytes()
+    except (OSError, StopIteration, zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError):
+        return []
+    names, strings = [], []
+    try:
+        for opcode, argument, _ in pickletools.genops(stream):
+            if opcode.name == "GLOBAL":
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(argument, str):
+                strings.append(argument)
+            if opcode.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001  (a damaged stream: the names read so far are what it holds)
+        pass
+    return list(dict.fromkeys(name for name in names if not PLAIN_CHECKPOINT_GLOBALS.match(name)))
+
+
+def refused_objects_error(path: Path, refused: str) -> OfficialCheckpointError:
+    """The message for a file that holds Python objects beyond tensors: what they are, that nothing ran, and the
+    safe way around it (never loading it unsafely)."""
+    names = pickled_globals(path) or [refused]
+    listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    runs_code = [name for name in names if name.split(".")[0] in CODE_RUNNING_MODULES]
+    if runs_code:
+        return OfficialCheckpointError(
+            f"{path} is refused: besides tensors its pickle calls {', '.join(runs_code[:4])}, which runs commands or "
+            f"code when the file is loaded (all Python objects it names: {listed}). It was read with the safe "
+            "weights-only loader, so nothing in it was executed. Do not load this file; get the checkpoint from its "
+            "authors' release again."
+        )
+    return OfficialCheckpointError(
+        f"{path} is refused: besides tensors it holds Python objects ({listed}; in mmdetection / mmsegmentation "
+        "checkpoints usually inside 'meta'). It was read with the safe weights-only loader, so nothing in it was "
+        "executed. Only if you trust the file, allow that object and re-save the weights alone, still with "
+        f"weights_only=True: `with torch.serialization.safe_globals([{refused}]): checkpoint = torch.load(path, "
+        'weights_only=True)`, then torch.save({"state_dict": checkpoint["state_dict"]}, "weights_only.pth") for an '
+        'mmdetection / mmsegmentation checkpoint, or torch.save(checkpoint["model"], "weights_only.pth") for a '
+        "classifier, and convert that file."
+    )
 
 
 def names_a_missing_object(dotted_name: str) -> bool:
@@ -162,18 +228,10 @@ def read_checkpoint_weights_only(path: str | Path) -> object:
     except pickle.UnpicklingError as error:
         name = refused_global(error)
         if name is None or names_a_missing_object(name):
-            raise unreadable_checkpoint_error(path, error) from error
-        raise OfficialCheckpointError(
-            f"{path} is refused: besides tensors it holds a Python object ({name}; in mmdetection / mmsegmentation "
-            "checkpoints usually inside 'meta'), and unpickling it could run arbitrary code. Only if you trust the "
-            "file, allow that one object and re-save the weights alone, still with weights_only=True: "
-            f"`with torch.serialization.safe_globals([{name}]): checkpoint = torch.load(path, weights_only=True)`, "
-            'then torch.save({"state_dict": checkpoint["state_dict"]}, "weights_only.pth") for an mmdetection / '
-            'mmsegmentation checkpoint, or torch.save(checkpoint["model"], "weights_only.pth") for a classifier, '
-            "and convert that file."
-        ) from error
+            raise unreadable_checkpoint_error(path, error) from None
+        raise refused_objects_error(path, name) from None
     except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
-        raise unreadable_checkpoint_error(path, error) from error
+        raise unreadable_checkpoint_error(path, error) from None
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -182,8 +240,16 @@ def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(read_checkpoint_weights_only(path), Path(path))
 
 
+def torch_error_detail(error: Exception) -> str:
+    """The first line of what torch.load said that describes the file, without PyTorch's advice about weights_only
+    (which would turn the protection off)."""
+    lines = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()
+    described = [line for line in lines if line.strip() and "weights_only" not in line and "torch.load" not in line]
+    return described[0].strip() if described else "no readable pickle"
+
+
 def unreadable_checkpoint_error(path: Path, error: Exception) -> OfficialCheckpointError:
-    detail = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(error) else ""
+    detail = torch_error_detail(error)
     return OfficialCheckpointError(
         f"{path} cannot be read: it is truncated or damaged ({type(error).__name__}: {detail[:200]}), or it is "
         "not a PyTorch checkpoint at all. Fetch the file again."
@@ -489,7 +555,7 @@ def parity_failures(outputs: dict[str, torch.Tensor], references: dict[str, torc
     return failures
 
 
-class ConversionMismatchError(RuntimeError):
+class ConversionMismatchError(CommandError, RuntimeError):
     """The converted model does not compute what the official network computes."""
 
 
@@ -716,9 +782,7 @@ def write_backbone_export(backbone_model, output_dir: Path, overwrite: bool) -> 
         written = sorted(path.name for path in staging.iterdir())
         if written != sorted(DENSE_EXPORT_FILES):
             raise RuntimeError(f"The backbone export holds {written}, expected {sorted(DENSE_EXPORT_FILES)}.")
-        staging.chmod(0o755)  # mkdtemp (and the weights writer) make things private; an export is meant to be shared
-        for path in staging.iterdir():
-            path.chmod(0o644)
+        set_shared_file_modes(staging)
         replace_directory(staging, output_dir)
     return output_dir
 

@@ -19,6 +19,7 @@ computed, so every variant counts in about a second.
 from dataclasses import dataclass
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch.utils.flop_counter import FlopCounterMode
 
 from configuration_pvt import PvtConfig
@@ -69,6 +70,26 @@ def model_stats(config: PvtConfig, name: str, image_size: int = 224, device: str
 
 def variant_stats(variant: str, image_size: int = 224, device: str = "meta") -> ModelStats:
     return model_stats(PvtConfig.from_variant(variant), variant, image_size, device)
+
+
+def pretrained_model_stats(model_name_or_path: str, image_size: int | None = None, device: str = "meta") -> ModelStats:
+    """Parameters and MACs of the PVT classifier saved in a folder or Hub repo (its config is enough: the weights
+    are not read), on its own image size unless `image_size` is given."""
+    try:
+        config_dict, _ = PvtConfig.get_config_dict(model_name_or_path)
+        config = PvtConfig.from_dict(config_dict) if config_dict.get("model_type") == PvtConfig.model_type else None
+    except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:  # a config.json it cannot use
+        raise ValueError(
+            f"--model {model_name_or_path}: no usable config.json there ({str(error).splitlines()[0][:160]}). Give "
+            "a folder written by save_pretrained or a training run, or a Hub repo id."
+        ) from None
+    if config_dict.get("model_type") != PvtConfig.model_type:
+        raise ValueError(
+            f"--model {model_name_or_path} holds a {config_dict.get('model_type')!r} model, not a PVT "
+            f"({PvtConfig.model_type!r}): count a PVT classifier or backbone folder."
+        )
+    native = config.image_size if isinstance(config.image_size, int) else min(config.image_size)
+    return model_stats(config, model_name_or_path, image_size or native, device)
 
 
 def format_table(rows: list[ModelStats], with_paper: bool = True) -> str:

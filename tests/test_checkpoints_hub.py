@@ -688,7 +688,7 @@ def test_dry_run_lists_every_file_and_the_commit_without_network(export_dir, mon
 def test_push_uploads_the_folder_as_one_commit(export_dir, monkeypatch):
     calls = record_hub_calls(monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    commit = push_to_hub.push_export(export_dir, "org/pvt-test", private=True, revision="v1", token="hf_test")
+    commit = hub_export.push_export(export_dir, "org/pvt-test", private=True, revision="v1", token="hf_test")
     assert commit.commit_url == "https://huggingface.co/org/pvt-test/commit/0"
     assert calls == [
         ("create_repo", {"repo_id": "org/pvt-test", "repo_type": "model", "private": True, "exist_ok": True}),
@@ -722,8 +722,8 @@ def test_push_without_a_token_says_how_to_log_in(export_dir, monkeypatch, tmp_pa
 def test_push_in_offline_mode_says_so(export_dir, monkeypatch):
     record_hub_calls(monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(push_to_hub.PushError, match="HF_HUB_OFFLINE is set"):
-        push_to_hub.push_export(export_dir, "org/pvt-test", token="hf_test")
+    with pytest.raises(hub_export.PushError, match="HF_HUB_OFFLINE is set"):
+        hub_export.push_export(export_dir, "org/pvt-test", token="hf_test")
 
 
 @pytest.mark.parametrize("repo_id", ["pvt-small", "org/pvt/small", "org/pvt small", "org/", "/pvt", "org/pvt--small"])
@@ -738,7 +738,7 @@ def test_push_rejects_a_folder_that_is_not_an_export(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "is not a Hub-ready PVT export: missing README.md; missing preprocessor_config.json" in error
     assert push_to_hub.main(["--model_dir", str(tmp_path / "nowhere"), "--repo_id", "org/pvt", "--dry-run"]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    assert f"--model_dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
 
 
 # --- loading by repo id from a local Hub cache ----------------------------------------------------------------
@@ -776,10 +776,10 @@ def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
     assert huggingface_hub.snapshot_download("org/pvt-test", cache_dir=cache, local_files_only=True) == str(snapshot)
 
     # placing the same export again changes nothing; a new export becomes a new snapshot that main points to
-    assert local_hub_cache.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache) == snapshot
+    assert hub_export.place_in_hub_cache(export_dir, "org/pvt-test", cache_dir=cache) == snapshot
     retrained_model = tiny_classifier(seed=1).eval()
     retrained = export_model(retrained_model, tmp_path / "export2", onnx=True)
-    new_snapshot = local_hub_cache.place_in_hub_cache(retrained, "org/pvt-test", cache_dir=cache)
+    new_snapshot = hub_export.place_in_hub_cache(retrained, "org/pvt-test", cache_dir=cache)
     assert new_snapshot != snapshot and snapshot.is_dir()
     assert (storage / "refs" / "main").read_text() == new_snapshot.name
 
@@ -797,7 +797,7 @@ def test_local_cache_has_huggingface_hubs_layout(export_dir, tmp_path):
     torch.testing.assert_close(torch.from_numpy(onnx_logits), expected_logits, atol=1e-4, rtol=1e-4)
     assert [p.name for p in (storage / "snapshots").iterdir() if p.name.startswith(".")] == []
     with pytest.raises(ValueError, match="--"):
-        local_hub_cache.place_in_hub_cache(export_dir, "org/pvt--test", cache_dir=cache)
+        hub_export.place_in_hub_cache(export_dir, "org/pvt--test", cache_dir=cache)
 
 
 LOAD_BY_REPO_ID_SCRIPT = textwrap.dedent(
@@ -853,7 +853,7 @@ def test_load_by_repo_id_offline_from_the_local_cache(tmp_path, monkeypatch):
     model = tiny_classifier(id2label=labels, label2id={name: index for index, name in labels.items()})
     folder = export_model(model, tmp_path / "export", repo_id="org/pvt-small")
     home = tmp_path / "hf_home"
-    local_hub_cache.place_in_hub_cache(folder, "org/pvt-small", cache_dir=home / "hub")
+    hub_export.place_in_hub_cache(folder, "org/pvt-small", cache_dir=home / "hub")
     smooth_image(90, 120).save(tmp_path / "image.png")
     pixel_values = pixels(1, 64, 96)
     torch.save(pixel_values, tmp_path / "pixels.pt")

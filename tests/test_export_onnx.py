@@ -279,10 +279,12 @@ def test_convert_command_passes_onnx_through(tmp_path, monkeypatch, capsys):
         calls.append(kwargs)
         raise OnnxExportError("model.onnx disagrees with PyTorch")  # an OnnxExportError is reported like the others
 
-    monkeypatch.setattr(convert, "convert_any_official_checkpoint", fake_convert)
-    assert convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o"), "--onnx"]) == 2
+    monkeypatch.setattr("pvt_tools.official.convert_any_official_checkpoint", fake_convert)  # imported by main()
+    checkpoint = tmp_path / "x.pth"
+    checkpoint.write_bytes(b"read by the fake only")
+    assert convert.main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "o"), "--onnx"]) == 2
     assert calls[0]["onnx"] is True and "disagrees with PyTorch" in capsys.readouterr().err
-    convert.main(["--checkpoint", "x.pth", "--output_dir", str(tmp_path / "o")])
+    convert.main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "o")])
     assert calls[1]["onnx"] is False
 
 

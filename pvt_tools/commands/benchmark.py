@@ -28,24 +28,21 @@ throughput_vs_resolution.png; prints a table and the key ratios against the buil
 against ours-eager), each labelled with the variant, batch, input size and dtype it was measured at.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-import transformers
+from pvt_tools.usage import PVT_VARIANT_NAMES
 
-from configuration_pvt import PVT_VARIANTS
-from pvt_tools.benchmark.memory import run_worker
-from pvt_tools.benchmark.plan import (
-    CASES,
-    MEMORY_CASES,
-    BenchmarkPlan,
-    adjusted_plan,
-    default_device,
-    quick_plan,
-    tiny_plan,
-)
-from pvt_tools.benchmark.runner import benchmark_and_report
+if TYPE_CHECKING:
+    from pvt_tools.benchmark.plan import BenchmarkPlan
+
+# pvt_tools.benchmark.plan's CASES and MEMORY_CASES (which imports torch), named here so that `--help` answers at
+# once; tests/test_usage.py keeps them equal.
+CASES = ("inference", "training", "checkpointing", "backbone", "resolutions", "compile", "profile")
+MEMORY_CASES = ("inference", "training", "checkpointing", "backbone")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/benchmark")
     parser.add_argument("--quick", action="store_true", help="pvt-tiny, small batches, 3 rounds: under two minutes.")
     parser.add_argument("--cases", nargs="+", choices=CASES, help="Cases to run (default: all; --quick: fewer).")
-    parser.add_argument("--variants", nargs="+", choices=list(PVT_VARIANTS), help="Default: pvt-tiny pvt-small.")
+    parser.add_argument("--variants", nargs="+", choices=PVT_VARIANT_NAMES, help="Default: pvt-tiny pvt-small.")
     parser.add_argument("--rounds", type=int, help="Alternating rounds per comparison (default 5; --quick 3).")
     parser.add_argument(
         "--memory_cases",
@@ -81,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def plan_from_args(args: argparse.Namespace) -> BenchmarkPlan:
     """The default, --quick or --tiny plan with the cases, variants, rounds and memory cases asked for (--tiny
     keeps its own model whatever --variants says)."""
+    from pvt_tools.benchmark.plan import BenchmarkPlan, adjusted_plan, quick_plan, tiny_plan
+
     plan = tiny_plan() if args.tiny else quick_plan() if args.quick else BenchmarkPlan()
     variants = None if args.tiny else args.variants
     return adjusted_plan(plan, args.cases, variants, args.rounds, args.memory_cases)
@@ -91,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     verbosity, threads) are restored after. Returns the exit status: 1 when a case failed."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    import torch
+    import transformers
+
+    from pvt_tools.benchmark.memory import run_worker
+    from pvt_tools.benchmark.plan import default_device
+    from pvt_tools.benchmark.runner import benchmark_and_report
+
     verbosity, threads = transformers.logging.get_verbosity(), torch.get_num_threads()
     try:
         transformers.logging.set_verbosity_error()

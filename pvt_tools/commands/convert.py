@@ -21,8 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvt_tools.hub import ExportError, check_repo_id, push_export
-from pvt_tools.official import ConversionMismatchError, OfficialCheckpointError, convert_any_official_checkpoint
+from pvt_tools.usage import CommandError, check_model_reference, check_output_folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Accept --num_attention_heads that differ from the paper's for these weights' shapes "
         "(only for checkpoints trained with other head counts: the weights cannot tell).",
     )
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output_dir.")
+    parser.add_argument(
+        "--overwrite_output_dir",
+        "--overwrite",
+        dest="overwrite",
+        action="store_true",
+        help="Replace an existing export in --output_dir.",
+    )
     parser.add_argument(
         "--onnx",
         action="store_true",
@@ -67,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_model_reference("--checkpoint", args.checkpoint, kind="file")
+        check_output_folder(args.output_dir, overwrite=args.overwrite, resumable=False)  # as every command
+        from pvt_tools.hub import check_repo_id, push_export  # torch: only once the flags are read
+        from pvt_tools.official import convert_any_official_checkpoint
+
         if args.push_to_hub:
             check_repo_id(args.repo_id)  # fail before converting, not after
         folder = convert_any_official_checkpoint(
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.push_to_hub:
             commit = push_export(folder, args.repo_id, private=args.private)
             print(f"uploaded: {commit.commit_url}")
-    except (OfficialCheckpointError, ExportError, ConversionMismatchError, FileNotFoundError, ValueError) as error:
+    except (ValueError, CommandError, FileNotFoundError) as error:  # OfficialCheckpointError, ExportError, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

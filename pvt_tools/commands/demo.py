@@ -8,7 +8,10 @@ and check the reloaded model's validation accuracy (exit status 1 below --requir
 import argparse
 import sys
 
-from pvt_tools.training.demo import REQUIRED_ACCURACY, run_demo
+from pvt_tools.usage import check_output_folder
+
+# What `make demo` must reach: the 20-epoch run measures 98-99% (README), so below this something is broken.
+REQUIRED_ACCURACY = 0.97
 
 
 class DemoAccuracyError(RuntimeError):
@@ -17,7 +20,10 @@ class DemoAccuracyError(RuntimeError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="outputs/demo", help="Where the run and its model go (replaced).")
+    parser.add_argument("--output_dir", default="outputs/demo", help="Where the run and its model go.")
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true", help="Replace an earlier run in --output_dir (make demo does)."
+    )
     parser.add_argument("--num_train_epochs", type=int, default=20, help="Epochs over the 1,527 training digits.")
     parser.add_argument(
         "--required_accuracy",
@@ -44,7 +50,10 @@ def check_accuracy(accuracy: float, required: float) -> None:
 def main(argv: list[str] | None = None) -> float:
     """Run the demo and check its accuracy; returns the reloaded model's validation accuracy."""
     args = parse_args(argv)
-    accuracy = run_demo(args.output_dir, args.num_train_epochs)
+    check_output_folder(args.output_dir, overwrite=args.overwrite_output_dir, resumable=False)
+    from pvt_tools.training.demo import run_demo  # torch: only once the flags are read
+
+    accuracy = run_demo(args.output_dir, args.num_train_epochs, overwrite_output_dir=args.overwrite_output_dir)
     check_accuracy(accuracy, args.required_accuracy)
     return accuracy
 
@@ -53,7 +62,7 @@ def run() -> None:
     """Console entry point: exit status 1, with the reason, when the accuracy is too low."""
     try:
         main()
-    except DemoAccuracyError as error:
+    except (DemoAccuracyError, ValueError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -3,20 +3,27 @@
 
 Each function adds one run of flags to an argparse group, in the order `--help` lists them; the command adds its
 own flags around them and passes in its own defaults and help text where the two differ. Values are checked as
-they are parsed: counts must be > 0, paths must exist, a misspelt --pvt_variant gets a did-you-mean.
+they are parsed (paths must exist, a misspelt --pvt_variant gets a did-you-mean), and the counts that pvt-train
+shares (batch sizes, epochs, steps, accumulation) by `training.dense.check_dense_run` in pvt-train's words.
 """
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from configuration_pvt import PVT_VARIANTS
-from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
-from pvt_tools.training.classification import check_variant_name
-from pvt_tools.training.data import DEFAULT_TRAIN_VAL_SPLIT
-from pvt_tools.training.loop import UsageError
+from pvt_tools.training.arguments import DEFAULT_TRAIN_VAL_SPLIT
+from pvt_tools.usage import (
+    PVT_VARIANT_NAMES,
+    UsageError,
+    check_variant_name,
+    run_console_command,
+)
+
+# The models each command trains (training.detection.IMAGE_PROCESSOR_CLASSES, training.segmentation.ARCHITECTURES and
+# segmentation_data.TASKS, which import torch), named here so that `--help` answers at once; tests keep them equal.
+DETECTION_ARCHITECTURES = ("detr", "deformable_detr")
+SEGMENTATION_ARCHITECTURES = ("mask2former", "upernet")
+SEGMENTATION_TASKS = ("semantic", "instance")
 
 
 def positive_int(value: str) -> int:
@@ -36,7 +43,7 @@ def variant_name(value: str) -> str:
 
 
 def existing_folder_or_hub_id(value: str) -> str:
-    """argparse type: --dataset_name / --pvt_checkpoint that look like a path must exist."""
+    """argparse type: --dataset_name that looks like a path must exist."""
     if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
         raise argparse.ArgumentTypeError(f"{value} does not exist: give an existing folder or a Hub repo id org/name")
     return value
@@ -70,13 +77,12 @@ def add_backbone_flags(group: argparse._ArgumentGroup, *, model_config_help: str
     for the model around it (`model_config_help` names its config and an example)."""
     group.add_argument(
         "--pvt_checkpoint",
-        type=existing_folder_or_hub_id,
         help="PVT folder or Hub repo id whose weights start the backbone (or a trained detector / segmenter with a "
         "PVT backbone, whose backbone is taken).",
     )
     variant_help = "The randomly initialised backbone, when there is no --pvt_checkpoint"
     group.add_argument(
-        "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANTS)}."
+        "--pvt_variant", type=variant_name, default="pvt-tiny", help=f"{variant_help}: {', '.join(PVT_VARIANT_NAMES)}."
     )
     group.add_argument(
         "--pvt_config_overrides",
@@ -97,8 +103,8 @@ def add_batch_and_learning_rate_flags(
     train_batch_size: int = 8,
 ) -> None:
     """Batch sizes per device, the learning rate of the model around the backbone and that of the backbone."""
-    group.add_argument("--per_device_train_batch_size", type=positive_int, default=train_batch_size)
-    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=8)
+    group.add_argument("--per_device_train_batch_size", type=int, default=train_batch_size)
+    group.add_argument("--per_device_eval_batch_size", type=int, default=8)
     group.add_argument("--learning_rate", type=float, default=learning_rate, help=learning_rate_help)
     group.add_argument(
         "--backbone_learning_rate", type=float, default=backbone_learning_rate, help=backbone_learning_rate_help
@@ -121,9 +127,9 @@ def add_schedule_flags(
     """Weight decay, gradient clipping, the length of the run and the learning-rate schedule."""
     group.add_argument("--weight_decay", type=float, default=weight_decay)
     group.add_argument("--max_grad_norm", type=float, default=max_grad_norm, help=max_grad_norm_help)
-    group.add_argument("--num_train_epochs", type=positive_int, default=num_train_epochs)
-    group.add_argument(*max_train_steps_flags, type=positive_int, help=max_train_steps_help)
-    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    group.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
+    group.add_argument(*max_train_steps_flags, type=int, help=max_train_steps_help)
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--lr_scheduler_type", default=lr_scheduler_type)
     group.add_argument("--num_warmup_steps", type=int, default=num_warmup_steps, help=num_warmup_steps_help)
 
@@ -133,16 +139,13 @@ def add_run_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--checkpointing_steps", help="Save every N optimizer steps, or 'epoch'.")
     group.add_argument("--resume_from_checkpoint", help="A step_N / epoch_N folder, or 'latest' in --output_dir.")
+    group.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Start a new run in an output_dir that holds an earlier run (its checkpoints are removed).",
+    )
     group.add_argument("--with_tracking", action="store_true", help="Log to the trackers of --report_to.")
     group.add_argument("--report_to", default="all")
-
-
-def run_console_command(main: Callable[[], dict]) -> None:
-    """A console entry point's body: a mistake in the flags or the data ends with its message, not a traceback."""
-    try:
-        main()
-    except (CheckpointError, NonFiniteLossError, ValueError) as error:
-        sys.exit(f"error: {error}")
 
 
 __all__ = [

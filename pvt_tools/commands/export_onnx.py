@@ -15,20 +15,18 @@ file side by side (top-1 accuracy, images/s) on the data named by pvt-train's da
 only a model of the ten digits (`make demo`) is scored, on the demo's 270 validation digits.
 """
 
-import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, PretrainedConfig
+from transformers.hf_argparser import HfArgumentParser
 
-from pvt_tools.export import (
-    DEFAULT_OPSET,
-    QUANTIZATIONS,
-    TASKS,
-    OnnxExportError,
-    export_onnx,
-    score_exported_classifier,
-)
-from pvt_tools.training.data import DIGIT_NAMES, DataArguments, DataError
+from pvt_tools.training.arguments import DIGIT_NAMES, DataArguments, DataError
+from pvt_tools.usage import check_model_reference, run_console_command
+
+# pvt_tools.export's TASKS, QUANTIZATIONS and DEFAULT_OPSET (which imports torch), named here so that `--help`
+# answers at once; tests/test_usage.py keeps them equal.
+TASKS = ("image-classification", "backbone")
+QUANTIZATIONS = ("int8",)
+DEFAULT_OPSET = 18
 
 
 @dataclass
@@ -59,6 +57,8 @@ def data_to_score_on(args: ExportArguments, data_args: DataArguments) -> DataArg
     """The data flags as given; without any, the demo's digits, but only for a model of the ten digits."""
     if data_args.dataset_name or data_args.train_dir:
         return data_args
+    from transformers import PretrainedConfig
+
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(args.model)  # the raw config.json: any model type
     except (OSError, ValueError):
@@ -75,6 +75,9 @@ def data_to_score_on(args: ExportArguments, data_args: DataArguments) -> DataArg
 def main(argv: list[str] | None = None) -> dict:
     """Export; return {"output": folder, "verified": [...], "scores": [ScoredFile, ...]} (scores with --evaluate)."""
     args, data_args = parse_args(argv)
+    check_model_reference("--model", args.model)
+    from pvt_tools.export import OnnxExportError, export_onnx, score_exported_classifier  # torch: after the flags
+
     if args.evaluate and args.task != "image-classification":
         raise OnnxExportError(f"--evaluate scores classifiers; --task {args.task} has no accuracy to score.")
     if args.evaluate:
@@ -103,11 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run() -> None:
     """Console entry point: bad input ends with its message, not a traceback."""
-    try:
-        main()
-    except (OnnxExportError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_console_command(main)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvt_tools.hub import place_in_hub_cache
+from pvt_tools.usage import check_model_reference
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
+    parser.add_argument("--model_dir", required=True, help="An export folder (hub_export.export_model).")
     parser.add_argument("--repo_id", required=True, help='The "org/name" it should load as.')
     parser.add_argument("--cache_dir", type=Path, default=None, help="Default: huggingface_hub's HF_HUB_CACHE.")
     parser.add_argument("--revision", default="main")
@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_model_reference("--model_dir", args.model_dir, kind="folder")
+        from pvt_tools.hub import place_in_hub_cache  # transformers: only once the flags are read
+
         snapshot = place_in_hub_cache(args.model_dir, args.repo_id, cache_dir=args.cache_dir, revision=args.revision)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,18 +10,23 @@ access. The token is the one `hf auth login` stored, or $HF_TOKEN.
 
 import argparse
 import sys
-from pathlib import Path
 
-from pvt_tools.hub import PushError, push_export
+from pvt_tools.usage import check_model_reference
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, type=Path, help="An export folder (hub_export.export_model).")
+    parser.add_argument("--model_dir", required=True, help="An export folder (hub_export.export_model).")
     parser.add_argument("--repo_id", required=True, help='Target model repository, "org/name".')
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created if needed); default main.")
     parser.add_argument("--commit_message", default=None)
+    parser.add_argument(
+        "--package_source",
+        default=None,
+        help="Where users install pvt-transformers from, for the card's install line, e.g. "
+        "git+https://github.com/me/pvt-transformers (default: the card keeps its placeholder).",
+    )
     parser.add_argument(
         "--dry-run",
         "--dry_run",
@@ -35,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_model_reference("--model_dir", args.model_dir, kind="folder")
+        from pvt_tools.hub import push_export  # transformers: only once the flags are read
+
         result = push_export(
             args.model_dir,
             args.repo_id,
@@ -42,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             dry_run=args.dry_run,
             commit_message=args.commit_message,
+            package_source=args.package_source,
         )
-    except (PushError, ValueError) as error:
+    except ValueError as error:  # PushError, ExportError, UsageError
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(result if args.dry_run else f"Uploaded: {result.commit_url}")

@@ -16,20 +16,16 @@ checkpoints, all_results.json, training_history.json and training_curves.png. Th
 pvt_tools.training.classification.
 """
 
-import sys
+from transformers.hf_argparser import HfArgumentParser
 
-from transformers import HfArgumentParser
-
-from pvt_tools.hub import PushError
-from pvt_tools.training.checkpoints import CheckpointError, NonFiniteLossError
-from pvt_tools.training.classification import (
+from pvt_tools.training.arguments import (
+    AugmentationArguments,
+    DataArguments,
     ModelArguments,
     OptimizationArguments,
     RunArguments,
-    train_image_classifier,
 )
-from pvt_tools.training.data import AugmentationArguments, DataArguments, DataError
-from pvt_tools.training.loop import UsageError
+from pvt_tools.usage import run_console_command
 
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, OptimizationArguments, AugmentationArguments, RunArguments)
 
@@ -40,15 +36,15 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train_image_classifier(*parse_args(argv))
+    arguments = parse_args(argv)
+    from pvt_tools.training.classification import train_image_classifier  # torch: only once the flags are read
+
+    return train_image_classifier(*arguments)
 
 
 def run() -> None:
     """Console entry point: a mistake in the flags or the data ends with its message, not a traceback."""
-    try:
-        main()
-    except (DataError, CheckpointError, NonFiniteLossError, PushError, UsageError) as error:
-        sys.exit(f"error: {error}")
+    run_console_command(main)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ accelerate launch -m pvt_tools.commands.train_detection ...        # several pro
 import argparse
 
 from pvt_tools.commands.dense_arguments import (
+    DETECTION_ARCHITECTURES,
     add_backbone_flags,
     add_batch_and_learning_rate_flags,
     add_dataset_flags,
@@ -18,8 +19,7 @@ from pvt_tools.commands.dense_arguments import (
     positive_int,
     run_console_command,
 )
-from pvt_tools.training.detection import IMAGE_PROCESSOR_CLASSES, train_detector
-from pvt_tools.training.loop import UsageError, parse_checkpointing_steps
+from pvt_tools.usage import UsageError, parse_checkpointing_steps
 
 DATASET_IMAGE_SQUARE_SIZE = 1333  # DETR's longest side
 DATASET_LEARNING_RATE = 1e-4  # DETR's
@@ -64,7 +64,7 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
     model = parser.add_argument_group("model")
     model.add_argument(
         "--architecture",
-        choices=list(IMAGE_PROCESSOR_CLASSES),
+        choices=DETECTION_ARCHITECTURES,
         default="deformable_detr",
         help="Deformable DETR (default: it learns the digits in minutes) or DETR (the paper's PVT + DETR).",
     )
@@ -81,11 +81,6 @@ def build_parser(description: str = __doc__.split("\n\n")[0], output_dir_require
         required=output_dir_required,
         help="The trained detector (from_pretrained(output_dir) loads it; the PVT code files travel with it), "
         "step_N / epoch_N checkpoints, all_results.json and the training curves go here.",
-    )
-    training.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="Start a new run in an output_dir that holds an earlier run (its checkpoints are removed).",
     )
     add_batch_and_learning_rate_flags(
         training,
@@ -139,7 +134,10 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train_detector(parse_args(argv))
+    args = parse_args(argv)
+    from pvt_tools.training.detection import train_detector  # torch: only once the flags are read
+
+    return train_detector(args)
 
 
 def run() -> None:

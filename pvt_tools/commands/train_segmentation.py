@@ -10,6 +10,8 @@ accelerate launch -m pvt_tools.commands.train_segmentation ...    # several proc
 import argparse
 
 from pvt_tools.commands.dense_arguments import (
+    SEGMENTATION_ARCHITECTURES,
+    SEGMENTATION_TASKS,
     add_backbone_flags,
     add_batch_and_learning_rate_flags,
     add_dataset_flags,
@@ -19,9 +21,7 @@ from pvt_tools.commands.dense_arguments import (
     positive_int,
     run_console_command,
 )
-from pvt_tools.training.loop import parse_checkpointing_steps
-from pvt_tools.training.segmentation import ARCHITECTURES, train_segmenter
-from pvt_tools.training.segmentation_data import TASKS
+from pvt_tools.usage import parse_checkpointing_steps
 
 DATASET_IMAGE_SIZE = 512  # the size of Transformers' segmentation examples (ADE20k)
 
@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
-    model.add_argument("--architecture", choices=ARCHITECTURES, default="mask2former")
-    model.add_argument("--task", choices=TASKS, default="semantic", help="instance: Mask2Former only.")
+    model.add_argument("--architecture", choices=SEGMENTATION_ARCHITECTURES, default="mask2former")
+    model.add_argument("--task", choices=SEGMENTATION_TASKS, default="semantic", help="instance: Mask2Former only.")
     add_backbone_flags(
         model,
         model_config_help='JSON for the Mask2Former / UperNet config, e.g. \'{"num_queries": 20, "hidden_dim": 128}\'.',
@@ -95,7 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return train_segmenter(parse_args(argv))
+    args = parse_args(argv)
+    from pvt_tools.training.segmentation import train_segmenter  # torch: only once the flags are read
+
+    return train_segmenter(args)
 
 
 def run() -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from pvt_tools.hub import replace_directory
+from pvt_tools.hub import replace_directory, set_shared_file_modes
+from pvt_tools.usage import CommandError
 
 TRAINING_STATE_NAME = "training_state.json"
 PROCESS_STATE_NAME = "process_state_{}.json"
@@ -61,7 +62,7 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be resumed from; the message says why and what to do."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(CommandError, RuntimeError):
     """The loss became NaN or infinite; training stopped before applying that update."""
 
 
@@ -136,6 +137,7 @@ def save_checkpoint(
         (staging / PROCESS_STATE_NAME.format(accelerator.process_index)).write_text(json.dumps(process_state))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        set_shared_file_modes(staging)
         replace_directory(staging, final)
     accelerator.wait_for_everyone()
     return final

@@ -29,9 +29,9 @@ and large; five defaults adapt to the run:
   that keys and values keep up to 7x7 positions (all of them at 32 px).
 """
 
-import difflib
+import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import evaluate
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from huggingface_hub import constants
+from huggingface_hub.errors import StrictDataclassError
 from torch.utils.data import DataLoader
 from transformers import (
     AutoConfig,
@@ -48,7 +49,7 @@ from transformers import (
     get_scheduler,
 )
 
-from configuration_pvt import PVT_VARIANTS, PvtConfig
+from configuration_pvt import PvtConfig
 from modeling_pvt import (
     PvtForImageClassification,  # importing it registers "pvt_v1" with the Auto classes
 )
@@ -60,7 +61,9 @@ from pvt_tools.hub import (
     official_eval_image_processor,
     push_export,
 )
+from pvt_tools.training.arguments import ModelArguments, OptimizationArguments, RunArguments
 from pvt_tools.training.data import (
+    DIGITS_DATASET_NAME,
     AugmentationArguments,
     DataArguments,
     DataError,
@@ -76,8 +79,6 @@ from pvt_tools.training.data import (
 )
 from pvt_tools.training.loop import (
     TrainingPlan,
-    UsageError,
-    check_positive,
     check_warmup,
     create_accelerator,
     end_line,
@@ -100,6 +101,12 @@ from pvt_tools.training.streaming import (
     streamed_skipped_images,
     streaming_classification_evaluator,
     training_stream,
+)
+from pvt_tools.usage import (
+    UsageError,
+    check_model_reference,
+    check_output_folder,
+    check_variant_name,
 )
 
 TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_accuracy"
@@ -136,145 +143,6 @@ ARCHITECTURE_OVERRIDES = (
 # From scratch, unless --sequence_reduction_ratios is given, R_i = min(paper's R_i, max(1, grid_i // 7)): the
 # paper's R at 224 px and above, less reduction below.
 PAPER_REDUCED_GRID = 7
-
-
-@dataclass
-class ModelArguments:
-    """Which network: fine-tune a saved one, or train one of the paper's variants (optionally smaller) from scratch."""
-
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "A folder or Hub repo holding a PVT classifier to fine-tune (ours or Transformers' Pvt)."},
-    )
-    variant: str = field(
-        default="pvt-tiny",
-        metadata={"help": f"Train this paper variant from scratch: {', '.join(PVT_VARIANTS)}."},
-    )
-    hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Override: channels of the 4 stages."})
-    depths: list[int] | None = field(default=None, metadata={"help": "Override: layers of the 4 stages."})
-    num_attention_heads: list[int] | None = field(default=None, metadata={"help": "Override: heads per stage."})
-    mlp_ratios: list[int] | None = field(default=None, metadata={"help": "Override: MLP ratio per stage."})
-    sequence_reduction_ratios: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Override: spatial-reduction ratio per stage (last must be 1). Default from scratch: the one "
-            "that keeps keys and values on the paper's 7x7 grid (8 4 2 1 at 224 px, 1 1 1 1 at 32 px)."
-        },
-    )
-    patch_sizes: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Override: patch size (= stride) of each stage's patch embedding (the paper's 4 2 2 2; "
-            "2 2 2 2 keeps twice the detail of small images, at about 3 times the compute)."
-        },
-    )
-    image_size: int | None = field(
-        default=None, metadata={"help": "Training and evaluation resolution (default 224, or the model's own)."}
-    )
-    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (default: per variant)."})
-    eval_crop_ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": "Evaluation (and the export's image processor): resize the shorter side to image_size / ratio, "
-            "then centre-crop image_size. Default: the scale training saw: the authors' 0.875 after random resized "
-            "crops (which zoom in), 1.0 (the whole image) after --random_crop_padding or --no_augmentation."
-        },
-    )
-    ignore_mismatched_sizes: bool = field(
-        default=False, metadata={"help": "Fine-tune a checkpoint whose classifier has a different number of classes."}
-    )
-
-    def __post_init__(self):
-        check_variant_name(self.variant)
-        check_positive(image_size=self.image_size)
-        if self.eval_crop_ratio is not None and not 0 < self.eval_crop_ratio <= 1:
-            raise UsageError(f"--eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio}.")
-
-
-def check_variant_name(variant: str, flag: str = "--variant") -> str:
-    """A paper variant's name, or an error that suggests the closest one and lists them all."""
-    if variant in PVT_VARIANTS:
-        return variant
-    close = difflib.get_close_matches(variant.replace("_", "-").lower(), list(PVT_VARIANTS), n=1, cutoff=0.5)
-    suggestion = f"did you mean {close[0]!r}? " if close else ""
-    raise UsageError(f"{flag} {variant!r} is not a PVT variant: {suggestion}Choose one of {', '.join(PVT_VARIANTS)}.")
-
-
-@dataclass
-class OptimizationArguments:
-    learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Peak learning rate. Default from scratch: DeiT's 5e-4 x total batch size / 512, but at least "
-            "5e-4 (the rule alone gives 3e-5 at batch 32, too low for short runs to learn); fine-tuning "
-            "(--model_name_or_path): 5e-5, as Transformers' examples."
-        },
-    )
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay of linear and conv weights."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any name of transformers.get_scheduler."})
-    num_warmup_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "Warm-up optimizer steps (default: min(5 epochs, 10%% of the steps), DeiT's 5 epochs "
-            "shortened for short runs)."
-        },
-    )
-    num_warmup_epochs: float | None = field(
-        default=None, metadata={"help": "Warm-up length in epochs, instead of --num_warmup_steps."}
-    )
-    max_grad_norm: float | None = field(default=None, metadata={"help": "Gradient clipping (default: per variant)."})
-
-    def __post_init__(self):
-        if self.num_warmup_steps is not None and self.num_warmup_epochs is not None:
-            raise UsageError("Give --num_warmup_steps or --num_warmup_epochs, not both.")
-        if self.learning_rate is not None and self.learning_rate < 0:
-            raise UsageError(f"--learning_rate must be 0 or more, got {self.learning_rate}.")
-
-
-@dataclass
-class RunArguments:
-    output_dir: str = field(
-        default="outputs/pvt-image-classification",
-        metadata={
-            "help": "The trained model (from_pretrained(output_dir) loads it), step_N / epoch_N checkpoints, "
-            "all_results.json and the training curves go here."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Start a new run in an output_dir that holds an earlier run (its checkpoints are removed)."},
-    )
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch size per process."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Epochs to train (DeiT on ImageNet: 300)."})
-    max_train_steps: int | None = field(
-        default=None, metadata={"help": "Optimizer steps; overrides the epochs.", "aliases": ["--max_steps"]}
-    )
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    seed: int = field(default=42, metadata={"help": "Seed of the initialisation, data order and augmentations."})
-    checkpointing_steps: str | None = field(
-        default=None, metadata={"help": "Save the training state every N optimizer steps, or 'epoch'."}
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder to continue from, or 'latest' (in output_dir)."}
-    )
-    with_tracking: bool = field(default=False, metadata={"help": "Log to experiment trackers (--report_to)."})
-    report_to: str = field(
-        default="all", metadata={"help": "Accelerate tracker(s): tensorboard, wandb, comet_ml, ... or 'all'."}
-    )
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload the export to --hub_model_id at the end."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repo, 'org/name', to push to."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
-
-    def __post_init__(self):
-        check_positive(
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            num_train_epochs=self.num_train_epochs,
-            max_train_steps=self.max_train_steps,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-        )
-        parse_checkpointing_steps(self.checkpointing_steps)
 
 
 def build_model(model_args: ModelArguments, names: list[str]) -> tuple[PvtForImageClassification, PvtImageProcessor]:
@@ -402,6 +270,28 @@ def classification_evaluator(accelerator: Accelerator, eval_dataloader, num_labe
     return evaluate_model
 
 
+def batch_that_runs(
+    per_device_batch_size: int, num_processes: int, gradient_accumulation_steps: int, num_images: int | None
+) -> tuple[int, str]:
+    """The total batch of one optimizer step as it actually runs, and a note when it is smaller than the flags
+    ask: a process's batch cannot hold more than its share of the `num_images` training images (None: a stream,
+    whose length is unknown), nor can an epoch accumulate more batches than it has."""
+    if not num_images:
+        return per_device_batch_size * num_processes * gradient_accumulation_steps, ""
+    share = math.ceil(num_images / num_processes)
+    per_process = min(per_device_batch_size, share)
+    accumulated = min(gradient_accumulation_steps, math.ceil(share / per_process))
+    total = per_process * num_processes * accumulated
+    asked = per_device_batch_size * num_processes * gradient_accumulation_steps
+    if total == asked:
+        return total, ""
+    return total, (
+        f", not the {asked:,} the batch flags ask for: the data set has {num_images:,} training images "
+        f"(--per_device_train_batch_size {per_device_batch_size}, --gradient_accumulation_steps "
+        f"{gradient_accumulation_steps})"
+    )
+
+
 def default_learning_rate(total_batch_size: int, fine_tuning: bool) -> tuple[float, str]:
     """The default peak learning rate and how it was chosen (see the module docstring)."""
     if fine_tuning:
@@ -411,6 +301,26 @@ def default_learning_rate(total_batch_size: int, fine_tuning: bool) -> tuple[flo
     if rule < FROM_SCRATCH_MIN_LEARNING_RATE:
         return FROM_SCRATCH_MIN_LEARNING_RATE, f"default from scratch: {described}, raised to the 5e-4 minimum"
     return rule, f"default from scratch: {described}"
+
+
+def check_pretrained_model(model_name_or_path: str | None, flag: str = "--model_name_or_path") -> None:
+    """--model_name_or_path names a folder here or a Hub repo whose config can be read: checked before anything is
+    loaded or written, in one line naming the flag, the value and the fix."""
+    if model_name_or_path is None:
+        return
+    check_model_reference(flag, model_name_or_path)
+    try:
+        AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:  # a config.json it cannot use
+        where = (
+            "a folder here without a readable config.json"
+            if Path(model_name_or_path).exists()
+            else ("not a folder here, and no Hub repo of that name could be read")
+        )
+        raise UsageError(
+            f"{flag} {model_name_or_path}: {where} ({str(error).splitlines()[0][:160]}). Give a folder written by a "
+            "training run or save_pretrained (e.g. outputs/demo), or a Hub repo id such as org/pvt-small."
+        ) from None
 
 
 def prepare_output_dir(accelerator: Accelerator, run_args: RunArguments) -> Path:
@@ -487,6 +397,12 @@ def train_image_classifier(
     check_streaming_flags(data_args, optimization_args, run_args)
     if optimization_args.num_warmup_steps is not None and run_args.max_train_steps is not None:
         check_warmup(optimization_args.num_warmup_steps, run_args.max_train_steps)  # before any data is loaded
+    check_output_folder(
+        run_args.output_dir,
+        overwrite=run_args.overwrite_output_dir,
+        resume_from_checkpoint=run_args.resume_from_checkpoint,
+    )
+    check_pretrained_model(model_args.model_name_or_path)
     accelerator = create_accelerator(
         seed=run_args.seed,
         gradient_accumulation_steps=run_args.gradient_accumulation_steps,
@@ -494,7 +410,7 @@ def train_image_classifier(
         with_tracking=run_args.with_tracking,
         report_to=run_args.report_to,
     )
-    output_dir = prepare_output_dir(accelerator, run_args)
+    output_dir = Path(run_args.output_dir)  # created once the data and the model are ready (prepare_output_dir)
 
     streaming = data_args.streaming
     skipped = {}
@@ -557,8 +473,11 @@ def train_image_classifier(
         )
     eval_dataloader = DataLoader(eval_dataset, batch_size=run_args.per_device_eval_batch_size, **loader_settings)
 
-    total_batch_size = (
-        run_args.per_device_train_batch_size * accelerator.num_processes * run_args.gradient_accumulation_steps
+    total_batch_size, batch_note = batch_that_runs(
+        run_args.per_device_train_batch_size,
+        accelerator.num_processes,
+        run_args.gradient_accumulation_steps,
+        None if streaming else len(train_dataset),
     )
     learning_rate, learning_rate_source = optimization_args.learning_rate, "--learning_rate"
     if learning_rate is None:
@@ -587,7 +506,9 @@ def train_image_classifier(
         plan, optimization_args.num_warmup_steps, optimization_args.num_warmup_epochs
     )
     # With --streaming the number of epochs is unknown: the short-run augmentations unless given explicitly.
-    augmentation_args = augmentation_args.for_run(0 if streaming else plan.num_train_epochs)
+    augmentation_args = augmentation_args.for_run(
+        0 if streaming else plan.num_train_epochs, flips_change_labels=dataset_label(data_args) == DIGITS_DATASET_NAME
+    )
     train_dataset.transform = build_train_transform(
         image_size, image_processor.image_mean, image_processor.image_std, augmentation_args
     )
@@ -631,7 +552,7 @@ def train_image_classifier(
                 num_parameters=sum(parameter.numel() for parameter in model.parameters()),
                 num_images=len(train_dataset),
                 details=f"{len(names)} classes, {len(eval_dataset):,} for validation, total batch size "
-                f"{total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+                f"{total_batch_size}{batch_note}, {processes} process{'es' if processes != 1 else ''}",
                 plan=plan,
                 steps_source=steps_source,
                 num_warmup_steps=num_warmup_steps,
@@ -646,6 +567,7 @@ def train_image_classifier(
         f"Augmentations: {augmentation_args.describe()}; evaluation: {describe_evaluation(image_processor)}."
     )
 
+    prepare_output_dir(accelerator, run_args)
     history = run_training(
         accelerator,
         model,

@@ -22,9 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import datasets
 import huggingface_hub
@@ -35,289 +33,27 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from torchvision.transforms import v2
 
+from pvt_tools.training.arguments import (  # noqa: F401  (re-exported: the flags are defined there)
+    DEFAULT_FLIP_PROBABILITY,
+    DEFAULT_TRAIN_VAL_SPLIT,
+    DEIT_AUGMENTATION,
+    DEIT_AUGMENTATION_MIN_EPOCHS,
+    DIGIT_NAMES,
+    DIGITS_DATASET_NAME,
+    IMAGE_SUFFIXES,
+    SHORT_RUN_AUGMENTATION,
+    AugmentationArguments,
+    DataArguments,
+    DataError,
+    check_class_folders,
+)
+
 logger = logging.getLogger(__name__)
 
 # Fixed, so that the validation split and sample subsets stay the same whatever the training --seed.
 SPLIT_SEED = 1234
-DEFAULT_TRAIN_VAL_SPLIT = 0.15
-DIGITS_DATASET_NAME = "scikit-learn-digits"
-DIGIT_NAMES = [str(digit) for digit in range(10)]
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-class DataError(ValueError):
-    """The training data cannot be used as given; the message says what is wrong and how to fix it."""
-
-
-@dataclass
-class DataArguments:
-    """Where the images come from (flag names of Transformers' image-classification examples)."""
-
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "A dataset on the Hugging Face Hub (or a local folder of data files) to train on. Without it "
-            "and without --train_dir, the embedded scikit-learn digits are used."
-        },
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The configuration of --dataset_name."})
-    train_dir: str | None = field(
-        default=None, metadata={"help": "A folder of training images, one sub-folder per class."}
-    )
-    validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images, same layout."})
-    train_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Training data files (a glob of parquet, arrow or webdataset .tar shards), with --streaming."
-        },
-    )
-    validation_file: str | None = field(
-        default=None, metadata={"help": "Validation data files, same format as --train_file."}
-    )
-    streaming: bool = field(
-        default=False,
-        metadata={
-            "help": "Read the data as a stream (datasets' streaming mode: nothing is downloaded whole); needs "
-            "--max_train_steps and a validation split."
-        },
-    )
-    shuffle_buffer_size: int = field(
-        default=1000,
-        metadata={"help": "With --streaming: examples shuffled together (0: the source's order, exact resumption)."},
-    )
-    train_val_split: float = field(
-        default=DEFAULT_TRAIN_VAL_SPLIT,
-        metadata={"help": "Fraction of train split off for validation if there is no validation split."},
-    )
-    train_split_name: str = field(default="train", metadata={"help": "The split to train on."})
-    validation_split_name: str = field(
-        default="validation",
-        metadata={
-            "help": "The split that guides the run (evaluated every epoch); when the data has none, "
-            "--train_val_split of the training split is held out instead."
-        },
-    )
-    test_split_name: str | None = field(
-        default="test",
-        metadata={
-            "help": "The split the final model is scored on (test_* metrics in all_results.json, as Transformers' "
-            "examples with --do_predict), when the data has it; 'none' skips it."
-        },
-    )
-    max_test_samples: int | None = field(default=None, metadata={"help": "Keep only this many test examples."})
-    image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
-    label_column_name: str = field(default="label", metadata={"help": "The column holding the class indices."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many validation examples."})
-    corrupt_images: Literal["error", "skip"] = field(
-        default="error",
-        metadata={
-            "help": "What to do with image files that cannot be read: 'error' stops and names them, 'skip' leaves "
-            "them out, names the first few and lists them all in skipped_images.txt in the output folder."
-        },
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches downloads and results."})
-    preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "Processes for checking that every image file can be read."}
-    )
-
-    def __post_init__(self):
-        sources = [
-            flag
-            for flag, value in (
-                ("--dataset_name", self.dataset_name),
-                ("--train_dir", self.train_dir or self.validation_dir),
-                ("--train_file", self.train_file or self.validation_file),
-            )
-            if value is not None
-        ]
-        if len(sources) > 1:
-            raise DataError(f"Give one source of data, not {' and '.join(sources)}.")
-        if self.validation_file is not None and self.train_file is None:
-            raise DataError("--validation_file needs --train_file: there is nothing to train on.")
-        if self.train_file is not None and not self.streaming:
-            raise DataError("--train_file is read as a stream: add --streaming (and --max_train_steps).")
-        if self.shuffle_buffer_size < 0:
-            raise DataError(f"--shuffle_buffer_size must be 0 (no shuffling) or more, got {self.shuffle_buffer_size}.")
-        if self.validation_dir is not None and self.train_dir is None:
-            raise DataError("--validation_dir needs --train_dir: there is nothing to train on.")
-        if not 0.0 <= self.train_val_split < 1.0:
-            raise DataError(f"--train_val_split must be in [0, 1), got {self.train_val_split}.")
-        if self.test_split_name in ("", "none", "None"):
-            self.test_split_name = None
-        named = [self.train_split_name, self.validation_split_name, self.test_split_name]
-        if len({name for name in named if name}) < len([name for name in named if name]):
-            hint = (
-                f" (to validate on {self.test_split_name!r}, add --test_split_name none)"
-                if self.validation_split_name == self.test_split_name
-                else ""
-            )
-            raise DataError(
-                f"--train_split_name {self.train_split_name!r}, --validation_split_name {self.validation_split_name!r} "
-                f"and --test_split_name {self.test_split_name!r} must name different splits{hint}: a model scored on "
-                "the images it trained or was selected on says nothing about new images."
-            )
-        for flag, limit in (
-            ("--max_train_samples", self.max_train_samples),
-            ("--max_eval_samples", self.max_eval_samples),
-            ("--max_test_samples", self.max_test_samples),
-        ):
-            if limit is not None and limit < 0:
-                raise DataError(f"{flag} must be a number of examples >= 0, got {limit}.")
-        for flag, folder in (("--train_dir", self.train_dir), ("--validation_dir", self.validation_dir)):
-            if folder is not None:
-                check_class_folders(flag, folder)
-
-
-# DeiT's regularising augmentations pay off when every image is seen many times (DeiT trains 300 epochs); on a short
-# run they keep a model from learning at all (measured on the embedded digits, tiny PVT, 60 steps at batch 32,
-# learning rate 5e-4: 14% validation accuracy with them, 57% with crops and flips only). So by default runs of at
-# least this many epochs get the DeiT recipe and shorter ones the light one; any flag given explicitly wins.
-DEIT_AUGMENTATION_MIN_EPOCHS = 100
-DEIT_AUGMENTATION = {
-    "random_resized_crop_scale": [0.08, 1.0],
-    "rand_augment_num_ops": 2,
-    "random_erasing_probability": 0.25,
-    "mixup": 0.8,
-    "cutmix": 1.0,
-}
-SHORT_RUN_AUGMENTATION = {
-    "random_resized_crop_scale": [0.35, 1.0],
-    "rand_augment_num_ops": 0,
-    "random_erasing_probability": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-}
-BY_RUN_LENGTH = f"default: DeiT's {{deit}} for runs of {DEIT_AUGMENTATION_MIN_EPOCHS}+ epochs, else {{short}}"
-
-
-@dataclass
-class AugmentationArguments:
-    """The training augmentations. Unset ones follow the run's length: DeiT's recipe (the one the PVT authors trained
-    ImageNet with) for runs of at least 100 epochs, crops and flips only for shorter runs (see `for_run`)."""
-
-    random_resized_crop_scale: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Area range (min max) of the random resized crop, as a fraction of the image "
-            + BY_RUN_LENGTH.format(deit="0.08 1", short="0.35 1").replace("%", "%%")
-            + ")."
-        },
-    )
-    random_crop_padding: int = field(
-        default=0,
-        metadata={
-            "help": "Instead of random resized crops: resize to the training size, pad each side by this many pixels "
-            "(repeating the edge) and crop back at a random place. Shifts without rescaling, the usual augmentation "
-            "of 28-32 pixel images (Fashion-MNIST, CIFAR: 4); 0: off."
-        },
-    )
-    horizontal_flip_probability: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
-    rand_augment_num_ops: int | None = field(
-        default=None,
-        metadata={
-            "help": "RandAugment operations per image, 0: off (" + BY_RUN_LENGTH.format(deit="2", short="0") + ")."
-        },
-    )
-    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude, 0..10 (DeiT: m9)."})
-    random_erasing_probability: float | None = field(
-        default=None,
-        metadata={"help": "Probability of random erasing (" + BY_RUN_LENGTH.format(deit="0.25", short="0") + ")."},
-    )
-    mixup: float | None = field(
-        default=None,
-        metadata={
-            "help": "MixUp alpha, 0: off; with --cutmix, one of them per batch ("
-            + BY_RUN_LENGTH.format(deit="0.8", short="0")
-            + ")."
-        },
-    )
-    cutmix: float | None = field(
-        default=None, metadata={"help": "CutMix alpha, 0: off (" + BY_RUN_LENGTH.format(deit="1.0", short="0") + ")."}
-    )
-    label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the cross-entropy loss."})
-    no_augmentation: bool = field(
-        default=False,
-        metadata={
-            "help": "No random augmentation at all: training images are only resized and normalised (e.g. to check "
-            "that several processes or accumulation steps give the same result as one large batch)."
-        },
-    )
-
-    def for_run(self, num_train_epochs: int) -> "AugmentationArguments":
-        """A copy with every unset augmentation filled in for a run of `num_train_epochs` epochs."""
-        if self.no_augmentation:
-            random_ones = [
-                name
-                for name in (*DEIT_AUGMENTATION, "random_crop_padding")
-                if getattr(self, name) not in (None, 0, 0.0)
-            ]
-            if random_ones:
-                raise ValueError(
-                    f"--no_augmentation turns every augmentation off, but {', '.join('--' + n for n in random_ones)} "
-                    "asks for one: give one or the other."
-                )
-            off = {**SHORT_RUN_AUGMENTATION, "random_resized_crop_scale": [1.0, 1.0]}
-            return replace(self, horizontal_flip_probability=0.0, **off)
-        defaults = DEIT_AUGMENTATION if num_train_epochs >= DEIT_AUGMENTATION_MIN_EPOCHS else SHORT_RUN_AUGMENTATION
-        return replace(self, **{name: value for name, value in defaults.items() if getattr(self, name) is None})
-
-    def describe(self) -> str:
-        """The resolved augmentations in a few words, for the start of a run."""
-        if self.no_augmentation:
-            return "none (--no_augmentation: resize and normalise only)" + (
-                f", label smoothing {self.label_smoothing:g}" if self.label_smoothing else ""
-            )
-        if self.random_crop_padding:
-            parts = [f"random shifts (pad {self.random_crop_padding} and crop)"]
-        else:
-            low, high = self.random_resized_crop_scale
-            parts = [f"random resized crops (scale {low:g}-{high:g})"]
-        if self.horizontal_flip_probability > 0:
-            parts.append(f"flips ({self.horizontal_flip_probability:g})")
-        if self.rand_augment_num_ops:
-            parts.append(f"RandAugment ({self.rand_augment_num_ops} ops, m{self.rand_augment_magnitude})")
-        if self.random_erasing_probability:
-            parts.append(f"random erasing ({self.random_erasing_probability:g})")
-        if self.mixup:
-            parts.append(f"MixUp ({self.mixup:g})")
-        if self.cutmix:
-            parts.append(f"CutMix ({self.cutmix:g})")
-        if self.label_smoothing:
-            parts.append(f"label smoothing {self.label_smoothing:g}")
-        return ", ".join(parts)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGE_FOLDER_EXAMPLE = """  {folder}/
-    cat/
-      0001.jpg
-      0002.jpg
-    dog/
-      0001.jpg
-      ..."""
-
-
-def check_class_folders(flag: str, folder: str) -> None:
-    """An image folder must exist and hold one sub-folder per class: checked before anything is loaded."""
-    path = Path(folder)
-    if not path.is_dir():
-        problem = "does not exist" if not path.exists() else "is not a folder"
-        raise DataError(f"{flag} {folder} {problem}: give a folder of images with one subfolder per class.")
-    entries = [child for child in path.iterdir() if not child.name.startswith(".")]
-    classes = [child.name for child in entries if child.is_dir()]
-    loose_images = [child.name for child in entries if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES]
-    if len(classes) < 2 or loose_images:
-        if loose_images:
-            found = f"images outside any class subfolder ({', '.join(sorted(loose_images)[:3])}, ...)"
-        else:
-            found = f"only the subfolder {classes[0]!r}" if classes else "no subfolders"
-        raise DataError(
-            f"{flag} {folder} has {found}: image classification needs one subfolder per class (at least two), "
-            f"named after the class, with that class's images inside, e.g.\n"
-            + IMAGE_FOLDER_EXAMPLE.format(folder=path.as_posix().rstrip("/"))
-        )
 
 
 def load_digits_dataset() -> DatasetDict:

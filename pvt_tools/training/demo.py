@@ -32,9 +32,6 @@ from pvt_tools.training.data import (
     to_rgb,
 )
 
-# What `make demo` must reach: the 20-epoch run measures 98-99% (README), so below this something is broken.
-REQUIRED_ACCURACY = 0.97
-
 # A small PVT for 32x32 inputs (8x8, 4x4, 2x2, 1x1 token grids) and a light recipe: 8x8 digits leave no room for
 # DeiT's ImageNet augmentations (a flipped or mixed digit is another digit, or none).
 DEMO_MODEL = ModelArguments(
@@ -94,7 +91,9 @@ def show_predictions(export_dir: Path, count: int = 6) -> float:
     return accuracy
 
 
-def run_demo(output_dir: str | Path = "outputs/demo", num_train_epochs: int = 20) -> float:
+def run_demo(
+    output_dir: str | Path = "outputs/demo", num_train_epochs: int = 20, overwrite_output_dir: bool = False
+) -> float:
     """Train, export, reload; returns the reloaded export's validation accuracy."""
     started = time.perf_counter()
     # A network this small gains nothing from splitting each operation over two cores (and loses much when the
@@ -107,7 +106,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", num_train_epochs: int = 20
         DEMO_AUGMENTATION,
         RunArguments(
             output_dir=output_dir,
-            overwrite_output_dir=True,
+            overwrite_output_dir=overwrite_output_dir,
             per_device_train_batch_size=64,
             per_device_eval_batch_size=256,
             num_train_epochs=num_train_epochs,

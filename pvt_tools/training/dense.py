@@ -4,6 +4,8 @@
 detection.py (DETR, Deformable DETR) and segmentation.py (Mask2Former, UperNet) read the same flags for these steps,
 so each step is written once here:
 
+- `check_dense_run` / `prepare_dense_output_dir`: the output folder rule (pvt_tools.usage), checked before anything
+  is loaded, and the folder created once the data and the model are ready;
 - `load_train_and_validation`: a Hub / local data set, with a validation split cut from train when it has none;
 - `build_model_with_pvt_backbone`: the model from --pvt_checkpoint, or with a random --pvt_variant backbone;
 - `optimizer_parameter_groups`: AdamW groups, the backbone at its own learning rate;
@@ -33,9 +35,36 @@ from pvt_tools.backbones import (
     find_pvt_backbone,
     pvt_detector_from_checkpoint,
 )
-from pvt_tools.hub import move_files_into, staging_folder
+from pvt_tools.hub import move_files_into, set_shared_file_modes, staging_folder
 from pvt_tools.training.curves import TrainingHistory
-from pvt_tools.training.loop import weight_decay_parameter_groups
+from pvt_tools.training.loop import prepare_run_output_dir, weight_decay_parameter_groups
+from pvt_tools.usage import check_model_reference, check_output_folder, check_positive
+
+
+def check_dense_run(args: argparse.Namespace) -> None:
+    """What the flags alone show, before anything is loaded or written: the counts pvt-train checks too, in its
+    words, and the output folder rule."""
+    check_positive(
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        num_train_epochs=args.num_train_epochs,
+        max_train_steps=args.max_train_steps,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
+    check_model_reference("--pvt_checkpoint", args.pvt_checkpoint)
+    check_output_folder(
+        args.output_dir, overwrite=args.overwrite_output_dir, resume_from_checkpoint=args.resume_from_checkpoint
+    )
+
+
+def prepare_dense_output_dir(accelerator, args: argparse.Namespace) -> Path:
+    """The output folder, created right before training (loop.prepare_run_output_dir)."""
+    return prepare_run_output_dir(
+        accelerator,
+        args.output_dir,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        overwrite_output_dir=args.overwrite_output_dir,
+    )
 
 
 def load_train_and_validation(
@@ -176,12 +205,15 @@ def save_final_model(accelerator, model, image_processor, destination: Path, com
                 shutil.copyfile(inspect.getfile(module), staging / Path(inspect.getfile(module)).name)
             readme = MODEL_README.format(architecture=type(unwrapped).__name__, command=command, auto_class=auto_class)
             (staging / "README.md").write_text(readme, encoding="utf-8")
+            set_shared_file_modes(staging)
             move_files_into(staging, destination)
     accelerator.wait_for_everyone()
 
 
 __all__ = [
     "build_model_with_pvt_backbone",
+    "check_dense_run",
+    "prepare_dense_output_dir",
     "load_train_and_validation",
     "make_dataloaders",
     "optimizer_parameter_groups",

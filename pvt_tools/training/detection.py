@@ -36,9 +36,11 @@ from transformers.image_transforms import center_to_corners_format
 from pvt_tools.backbones import check_detector_buildable
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
+    check_dense_run,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
+    prepare_dense_output_dir,
     run_settings,
     save_final_model,
     training_results,
@@ -53,7 +55,6 @@ from pvt_tools.training.loop import (
     end_line,
     final_eval_metrics,
     plan_training_steps,
-    prepare_run_output_dir,
     resolve_warmup,
     run_summary,
     run_training,
@@ -295,6 +296,7 @@ def save_detection_picture(
 
 def train_detector(args: argparse.Namespace) -> dict:
     """Fine-tune the detector that `args` (the command's flags) describe; returns the final results."""
+    check_dense_run(args)
     check_detector_buildable(args.architecture, **args.detector_config_overrides)
     accelerator = create_accelerator(
         seed=args.seed,
@@ -303,13 +305,6 @@ def train_detector(args: argparse.Namespace) -> dict:
         with_tracking=args.with_tracking,
         report_to=args.report_to,
     )
-    output_dir = prepare_run_output_dir(
-        accelerator,
-        args.output_dir,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        overwrite_output_dir=getattr(args, "overwrite_output_dir", False),
-    )
-
     with accelerator.main_process_first():
         dataset, names = load_checked_dataset(args, report=accelerator.print)
     model = build_detector(args, names)
@@ -368,6 +363,7 @@ def train_detector(args: argparse.Namespace) -> dict:
         f"mAP@50 {untrained_scores['map_50']:.3f}, recall@100 {untrained_scores['mar_100']:.3f}."
     )
     start = time.perf_counter()
+    output_dir = prepare_dense_output_dir(accelerator, args)
     history = run_training(
         accelerator,
         model,

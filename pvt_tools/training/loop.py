@@ -46,11 +46,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvt_tools.training.checkpoints import (
-    CheckpointError,
     NonFiniteLossError,
     TrainingProgress,
     check_finite_loss,
-    list_checkpoints,
     load_checkpoint,
     read_process_state,
     resolve_checkpoint,
@@ -59,6 +57,7 @@ from pvt_tools.training.checkpoints import (
 )
 from pvt_tools.training.curves import TrainingHistory, plot_training_curves
 from pvt_tools.training.data import DataError
+from pvt_tools.usage import UsageError, check_output_folder, check_positive, parse_checkpointing_steps
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -138,22 +137,10 @@ def plan_training_steps(
     return TrainingPlan(max_train_steps, math.ceil(max_train_steps / per_epoch), per_epoch)
 
 
-class UsageError(ValueError):
-    """A flag's value cannot work; the message names the flag, the value and the fix. Raised before any data is
-    loaded wherever the flags alone show the problem."""
-
-
 # The default warm-up: DeiT's 5 epochs, but never more than a tenth of the run (a short run would otherwise spend
 # most or all of its steps warming up and end before the learning rate reaches its peak).
 DEFAULT_WARMUP_EPOCHS = 5
 DEFAULT_WARMUP_FRACTION = 0.1
-
-
-def check_positive(**flags: float | None) -> None:
-    """Counts such as --max_train_steps must be > 0 (None means "not given")."""
-    for name, value in flags.items():
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name} must be greater than 0, got {value}.")
 
 
 def default_warmup_steps(plan: "TrainingPlan") -> int:
@@ -221,27 +208,26 @@ def end_line(model_dir: str | os.PathLike, results_path: str | os.PathLike) -> s
     return f"Saved to {model_dir}; results {results_path}"
 
 
-def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
-    """--checkpointing_steps: a number of optimizer steps, "epoch", or None (no checkpoints)."""
-    if value is None or value == "epoch" or isinstance(value, int):
-        return value
-    if str(value).isdigit() and int(value) > 0:
-        return int(value)
-    raise UsageError(f"--checkpointing_steps must be a positive number of steps or 'epoch', got {value!r}.")
+class OutOfMemoryError(UsageError):
+    """A batch did not fit in memory; the message names the batch size and the flags that lower it."""
 
 
-# Where earlier versions of the training scripts put the model; still recognised as an earlier run's output.
-LEGACY_MODEL_DIR_NAMES = ("export", "model")
-# Files that show an output directory already holds a finished or stopped run.
-RUN_OUTPUT_FILES = ("model.safetensors", "all_results.json", "training_history.json")
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation failure: torch.OutOfMemoryError on an accelerator, or the RuntimeError of
+    the CPU allocator."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def earlier_run_outputs(output_dir: Path) -> list[str]:
-    """What in `output_dir` shows an earlier run: checkpoints, its model and results, an old export/ or model/."""
-    earlier = [path.name for path in list_checkpoints(output_dir)]
-    earlier += [name for name in RUN_OUTPUT_FILES if (output_dir / name).exists()]
-    earlier += [name for name in LEGACY_MODEL_DIR_NAMES if (output_dir / name / "config.json").exists()]
-    return earlier
+def out_of_memory_message(per_device_train_batch_size: int) -> str:
+    return (
+        f"Out of memory with batches of {per_device_train_batch_size} images per device. Lower "
+        "--per_device_train_batch_size (and raise --gradient_accumulation_steps to keep the total batch, and the "
+        "learning rate, the same), or --per_device_eval_batch_size if it happened while evaluating; a smaller "
+        "--image_size or model also helps."
+    )
 
 
 def prepare_run_output_dir(
@@ -251,23 +237,17 @@ def prepare_run_output_dir(
     resume_from_checkpoint: str | None,
     overwrite_output_dir: bool,
 ) -> Path:
-    """Refuse to mix a new run into an earlier one's outputs unless told to continue it (--resume_from_checkpoint)
-    or to start over (--overwrite_output_dir: the earlier checkpoints are removed, its model and results are
-    replaced at the end; other files are never touched)."""
+    """Create the run's output folder once every other check has passed, right before training. The folder rule
+    (pvt_tools.usage.check_output_folder, which each command also runs before it loads anything) is checked again;
+    a new run with --overwrite_output_dir removes the earlier checkpoints here, and its model and results are
+    replaced at the end; other files are never touched."""
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise CheckpointError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
-    if resume_from_checkpoint is None:
-        earlier = earlier_run_outputs(output_dir)
-        if earlier and not overwrite_output_dir:
-            raise CheckpointError(
-                f"{output_dir} already holds an earlier run ({', '.join(earlier[:5])}); nothing was changed. Continue "
-                "it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose another "
-                "--output_dir."
-            )
-        if earlier and accelerator.is_main_process:
-            for path in list_checkpoints(output_dir):
-                shutil.rmtree(path)
+    checkpoints = check_output_folder(
+        output_dir, overwrite=overwrite_output_dir, resume_from_checkpoint=resume_from_checkpoint
+    )
+    if resume_from_checkpoint is None and accelerator.is_main_process:
+        for name in checkpoints:
+            shutil.rmtree(output_dir / name)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
@@ -468,6 +448,11 @@ def run_training(
     except NonFiniteLossError:
         write_history(accelerator, history, output_dir)  # the curves up to the failure
         raise
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        batch_size = run_settings.get("per_device_train_batch_size", "?")
+        raise OutOfMemoryError(out_of_memory_message(batch_size)) from None
     finally:
         progress_bar.close()
 
@@ -492,6 +477,7 @@ def write_history(accelerator: Accelerator, history: TrainingHistory, output_dir
 
 
 __all__ = [
+    "OutOfMemoryError",
     "Throughput",
     "TrainingPlan",
     "UsageError",
@@ -502,6 +488,8 @@ __all__ = [
     "default_warmup_steps",
     "end_line",
     "final_eval_metrics",
+    "is_out_of_memory",
+    "out_of_memory_message",
     "parse_checkpointing_steps",
     "plan_training_steps",
     "prepare_run_output_dir",

@@ -44,17 +44,21 @@ from transformers import (
 from pvt_tools.backbones import find_pvt_backbone
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
+    check_dense_run,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
+    prepare_dense_output_dir,
     run_settings,
     save_final_model,
     training_results,
 )
 from pvt_tools.training.loop import (
     create_accelerator,
+    end_line,
     final_eval_metrics,
     plan_training_steps,
+    run_summary,
     run_training,
     write_json,
 )
@@ -381,16 +385,14 @@ def check_arguments(args: argparse.Namespace) -> None:
 def train_segmenter(args: argparse.Namespace) -> dict:
     """Fine-tune the segmentation model that `args` (the command's flags) describe; returns the final results."""
     check_arguments(args)
-    output_dir = Path(args.output_dir)
+    check_dense_run(args)
     accelerator = create_accelerator(
         seed=args.seed,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        output_dir=output_dir,
+        output_dir=args.output_dir,
         with_tracking=args.with_tracking,
         report_to=args.report_to,
     )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     with accelerator.main_process_first():
         dataset = load_segmentation_dataset(args)
@@ -423,8 +425,31 @@ def train_segmenter(args: argparse.Namespace) -> dict:
     if args.with_tracking:
         accelerator.init_trackers("pvt_segmentation", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
 
+    total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    processes = accelerator.num_processes
+    accelerator.print(
+        run_summary(
+            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+            num_images=len(dataset["train"]),
+            details=f"{args.architecture}, {args.task}, {len(id2label)} classes, {len(dataset['validation']):,} for "
+            f"validation, total batch size {total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
+            plan=plan,
+            steps_source="--max_train_steps"
+            if args.max_train_steps is not None
+            else f"{args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps",
+            num_warmup_steps=args.num_warmup_steps,
+            warmup_source="--num_warmup_steps" if args.num_warmup_steps else "default: none",
+            learning_rate=args.learning_rate,
+            learning_rate_source="--learning_rate; backbone the same"
+            if args.backbone_learning_rate == args.learning_rate
+            else f"--learning_rate; backbone {args.backbone_learning_rate:.3g}",
+            schedule=args.lr_scheduler_type,
+            schedule_source="default" if args.lr_scheduler_type == "polynomial" else "--lr_scheduler_type",
+        )
+    )
     evaluator = SegmentationEvaluator(eval_dataloader, image_processor, accelerator, id2label, args.task)
     start = time.perf_counter()
+    output_dir = prepare_dense_output_dir(accelerator, args)
     history = run_training(
         accelerator,
         model,
@@ -464,6 +489,7 @@ def train_segmenter(args: argparse.Namespace) -> dict:
     save_final_model(accelerator, model, image_processor, output_dir, "pvt-train-segmentation", auto_class)
     accelerator.end_training()
     accelerator.print(json.dumps(results, indent=2))
+    accelerator.print(end_line(output_dir, output_dir / "all_results.json"))
     return results
 
 

@@ -19,25 +19,32 @@ Image datasets need two things with Trainer, and this script sets both:
 The per-image augmentations are those of Transformers' run_image_classification.py (random resized crop and
 horizontal flip); Trainer's `--label_smoothing_factor` smooths the labels. MixUp / CutMix and the rest of the DeiT
 recipe are in pvt-train. The model is saved once, as the Hub-ready export (weights, config, both code files, image
-processor, card), into --output_dir itself, beside Trainer's checkpoint-N folders and results.
+processor, card), into --output_dir itself, beside the results. Trainer's checkpoint-N folders (the model with its
+optimizer state, to continue a run with --resume_from_checkpoint latest) are written only when --save_strategy
+epoch|steps asks for them, as pvt-train writes checkpoints only with --checkpointing_steps.
 """
 
 import math
+import shutil
 from pathlib import Path
 
 import evaluate
 import numpy as np
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import SaveStrategy
 
 from pvt_tools.hub import export_model
 from pvt_tools.training.classification import (
     TOP_K_ACCURACY_METRIC,
     ModelArguments,
+    batch_that_runs,
     build_model,
+    check_pretrained_model,
     default_learning_rate,
     processor_image_size,
 )
 from pvt_tools.training.data import (
+    DIGITS_DATASET_NAME,
     AugmentationArguments,
     DataArguments,
     build_eval_transform,
@@ -50,13 +57,16 @@ from pvt_tools.training.data import (
     report_skipped_images,
 )
 from pvt_tools.training.loop import (
-    UsageError,
+    OutOfMemoryError,
     check_warmup,
     default_warmup_steps,
     end_line,
+    is_out_of_memory,
+    out_of_memory_message,
     plan_training_steps,
     run_summary,
 )
+from pvt_tools.usage import check_output_folder, check_positive, checkpoints_in
 
 # run_image_classification.py's training transform: random resized crop and horizontal flip only.
 FINE_TUNING_AUGMENTATION = AugmentationArguments(
@@ -91,8 +101,11 @@ def adapt_defaults(
     details: str,
 ) -> str:
     """Set the learning rate and warm-up the user left at Trainer's defaults to ours; return the start summary."""
-    total_batch_size = (
-        training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+    total_batch_size, batch_note = batch_that_runs(
+        training_args.per_device_train_batch_size,
+        training_args.world_size,
+        training_args.gradient_accumulation_steps,
+        num_train_images,
     )
     batches = math.ceil(num_train_images / (training_args.per_device_train_batch_size * training_args.world_size))
     max_steps = training_args.max_steps if training_args.max_steps > 0 else None
@@ -113,7 +126,7 @@ def adapt_defaults(
     return run_summary(
         num_parameters=num_parameters,
         num_images=num_train_images,
-        details=details,
+        details=f"{details}, total batch size {total_batch_size}{batch_note}",
         plan=plan,
         steps_source="--max_steps"
         if max_steps
@@ -127,19 +140,48 @@ def adapt_defaults(
     )
 
 
+def check_trainer_run(
+    training_args: TrainingArguments, given_flags: frozenset[str], overwrite_output_dir: bool
+) -> str | None:
+    """pvt-train's checks, in its words, before anything is loaded or written: counts > 0, the output folder rule
+    (pvt_tools.usage.check_output_folder), and `--resume_from_checkpoint latest` as pvt-train reads it (the newest
+    checkpoint-N in --output_dir; none there yet: a new run). Checkpoints, whose optimizer state only a resumed run
+    needs, are written only when --save_strategy asks for them, as pvt-train writes them only with
+    --checkpointing_steps. Returns the checkpoint to resume from, or None."""
+    check_positive(
+        num_train_epochs=training_args.num_train_epochs if training_args.max_steps <= 0 else None,
+        max_train_steps=training_args.max_steps if "--max_steps" in given_flags else None,
+        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        per_device_eval_batch_size=training_args.per_device_eval_batch_size,
+        gradient_accumulation_steps=training_args.gradient_accumulation_steps,
+    )
+    if "--save_strategy" not in given_flags:
+        training_args.save_strategy = SaveStrategy.NO
+    resume = training_args.resume_from_checkpoint
+    check_output_folder(training_args.output_dir, overwrite=overwrite_output_dir, resume_from_checkpoint=resume)
+    if resume != "latest":
+        return resume
+    latest = checkpoints_in(training_args.output_dir)
+    if not latest:
+        print(f"No checkpoint in {training_args.output_dir} yet: starting from the beginning.")
+        return None
+    return str(Path(training_args.output_dir) / latest[-1])
+
+
 def finetune(
     data_args: DataArguments,
     model_args: ModelArguments,
     training_args: TrainingArguments,
-    given_flags: frozenset[str] = frozenset({"--learning_rate", "--warmup_steps"}),
+    given_flags: frozenset[str] = frozenset({"--learning_rate", "--warmup_steps", "--save_strategy"}),
+    overwrite_output_dir: bool = False,
 ) -> tuple[Trainer, dict[str, float]]:
     """Train with Trainer, evaluate, export into --output_dir; returns the trainer and the evaluation metrics.
     `given_flags`: the Trainer flags given on the command line; the learning rate and warm-up follow our
     defaults unless named there (by default both count as given, so a TrainingArguments object is used as it is)."""
-    set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
+    resume_from_checkpoint = check_trainer_run(training_args, given_flags, overwrite_output_dir)
+    check_pretrained_model(model_args.model_name_or_path)
+    set_seed(training_args.seed)
     dataset, skipped = load_image_classification_dataset(data_args)
     if training_args.process_index == 0:
         skipped_message = report_skipped_images(skipped, output_dir)
@@ -161,7 +203,12 @@ def finetune(
     columns = (data_args.image_column_name, data_args.label_column_name)
     image_size = processor_image_size(image_processor)
     mean, std = image_processor.image_mean, image_processor.image_std
-    train_transform = build_train_transform(image_size, mean, std, FINE_TUNING_AUGMENTATION)
+    augmentation = FINE_TUNING_AUGMENTATION.for_run(
+        0, flips_change_labels=dataset_label(data_args) == DIGITS_DATASET_NAME
+    )
+    if training_args.process_index == 0:
+        print(f"Augmentations: {augmentation.describe()}.")
+    train_transform = build_train_transform(image_size, mean, std, augmentation)
     dataset["train"].set_transform(make_batch_transform(train_transform, *columns))
     dataset["validation"].set_transform(make_batch_transform(build_eval_transform(image_processor), *columns))
 
@@ -174,7 +221,15 @@ def finetune(
         compute_metrics=top_k_accuracy(len(names)),
         processing_class=image_processor,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if overwrite_output_dir and resume_from_checkpoint is None and training_args.process_index == 0:
+        for name in checkpoints_in(output_dir):  # a new run replaces the earlier one's checkpoints
+            shutil.rmtree(output_dir / name)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise OutOfMemoryError(out_of_memory_message(training_args.per_device_train_batch_size)) from None
+        raise
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
