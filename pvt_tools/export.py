@@ -2,23 +2,33 @@
 """ONNX export of PVT: one graph for every batch size and image size, checked in ONNX Runtime before it is kept.
 
     from pvt_tools.export import export_onnx
-    export_onnx("exports/pvt-small", "exports/pvt-small-onnx", task="image-classification", quantize="int8")
+    export_onnx("runs/fashion", "exports/fashion-onnx", task="image-classification", quantize="int8")
 
-writes, in the layout Transformers.js and Optimum read (`from_pretrained(..., subfolder="onnx")`):
+An image classifier becomes a repository folder that Transformers.js loads as it is (and `pvt-push` publishes):
 
 - `onnx/model.onnx`            float32 graph, input `pixel_values` (batch_size, channels, height, width), dynamic
                                batch size, height and width (each side at least `minimum_input_size`, 32 pixels for
-                               the paper's models); outputs named as in PyTorch: `logits` for image-classification,
-                               and for backbone one map per stage named after the stage (`stage1` ... `stage4`,
-                               Transformers' backbone `out_features` names; strides 4, 8, 16, 32);
-- `onnx/model_quantized.onnx`  with quantize="int8": ONNX Runtime dynamic quantization (int8 weights, activations
-                               quantized per batch at run time);
-- `config.json`, `preprocessor_config.json` of the model, so the folder serves Transformers.js as it is.
+                               the paper's models), output `logits`; GELU, LayerNorm and residual additions fused
+                               into ONNX Runtime's contrib operators (`optimize_for_onnxruntime`);
+- `onnx/model_quantized.onnx`  with quantize="int8": int8 weights (`quantize_int8`); Transformers.js's dtype "q8";
+- `config.json`                Transformers' built-in `PvtConfig` (model_type "pvt", which Transformers.js maps to its
+                               PvtForImageClassification) with the model's architecture and id2label;
+- `preprocessor_config.json`   the model's image processor (PvtImageProcessor);
+- `README.md`                  a model card (library transformers.js, pipeline image-classification) saying what
+                               each loader sees: this folder holds no PyTorch weights; the PyTorch model is the
+                               `trust_remote_code` repository (model_type "pvt_v1") it was exported from.
 
-Why our own exporter: Optimum's exporter needs Transformers < 4.58. The model graph is captured with
-`torch.export` (dynamic batch, height, width; see `export_program`) and translated by `torch.onnx`. Before the
-folder is moved into place, every file is run in ONNX Runtime at several batch sizes and image sizes (including
-odd, non-square and larger ones than the export saw) and compared with PyTorch; a failure leaves nothing behind.
+A backbone (task="backbone") gives `onnx/model.onnx` with one output per stage, named after the stage (`stage1` ...
+`stage4`, Transformers' backbone `out_features` names; strides 4, 8, 16, 32), beside the model's own config.json
+(model_type "pvt_v1"), for ONNX Runtime users; Transformers.js has no backbone pipeline.
+
+Why our own exporter: Optimum's exporter needs Transformers < 4.58, and `transformers.exporters` (Transformers 5.23+,
+experimental) cannot export PVT with a dynamic height and width (see `TRANSFORMERS_EXPORTERS_FINDINGS`). The graph is
+captured with `torch.export` (dynamic batch, height, width; see `export_program`) and translated by `torch.onnx`.
+Before the folder is moved into place, every file is run in ONNX Runtime at several batch sizes and image sizes
+(including odd, non-square and larger ones than the export saw) and compared with PyTorch, and with
+check_transformers_js=True the folder is loaded and run by Transformers.js under Node; a failure leaves nothing
+behind.
 """
 
 import contextlib
@@ -36,7 +46,13 @@ TASKS = ("image-classification", "backbone")
 ONNX_SUBFOLDER = "onnx"
 MODEL_FILE = "model.onnx"
 QUANTIZED_MODEL_FILE = "model_quantized.onnx"
-QUANTIZATIONS = ("int8",)
+# --quantize modes (see `quantize_int8`, and benchmarks/deployment.md for the measurements behind the default).
+QUANTIZATIONS = {
+    "int8": "the default: int8-dynamic",
+    "int8-dynamic": "dynamic int8 of the MatMuls and convolutions; no calibration data",
+    "int8-matmul": "dynamic int8 of the MatMuls only (convolutions stay float32)",
+}
+DEFAULT_INT8 = "int8-dynamic"
 # torch.onnx translates with its own library at opset 18 and newer (older opsets would be converted afterwards,
 # with no guarantee); opset 18 is read by every ONNX Runtime since 1.14 and by onnxruntime-web (Transformers.js).
 DEFAULT_OPSET = 18
@@ -104,7 +120,8 @@ def check_opset(opset: int) -> int:
 
 def check_quantize(quantize: str | None) -> str | None:
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise OnnxExportError(f"Unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}.")
+        choices = "; ".join(f"{name} ({meaning})" for name, meaning in QUANTIZATIONS.items())
+        raise OnnxExportError(f"Unknown quantization {quantize!r}: choose one of {choices}.")
     return quantize
 
 
@@ -262,11 +279,34 @@ def write_onnx(model: nn.Module, task: str, path: Path, opset: int = DEFAULT_OPS
     return path
 
 
-def quantize_int8(source: Path, destination: Path) -> Path:
-    """ONNX Runtime dynamic int8 quantization: int8 weights, activations quantized at run time, no calibration."""
+def optimize_for_onnxruntime(source: Path, destination: Path) -> Path:
+    """ONNX Runtime's transformer optimizer (`onnxruntime.transformers`, no session-level rewrites saved): the exact
+    GELU (Div, Erf, Add, Mul, Mul) with its bias becomes `BiasGelu`, each residual addition with the LayerNorm after
+    it `SkipLayerNormalization`. The spatial-reduction attention (keys and values from a coarser grid than the
+    queries) matches none of its attention patterns and stays MatMul / Softmax. Numbers: benchmarks/deployment.md."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimizer_logger = logging.getLogger("onnxruntime.transformers")  # it asks for num_heads, which PVT varies
+    level = optimizer_logger.level
+    optimizer_logger.setLevel(logging.ERROR)
+    try:
+        optimized = optimize_model(str(source), model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
+    finally:
+        optimizer_logger.setLevel(level)
+    optimized.save_model_to_file(str(destination))
+    return destination
+
+
+def quantize_int8(source: Path, destination: Path, mode: str = DEFAULT_INT8) -> Path:
+    """ONNX Runtime dynamic int8 quantization (int8 weights, activations quantized per batch at run time, no
+    calibration): of the MatMuls and convolutions ("int8-dynamic"), or of the MatMuls only ("int8-matmul")."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8)
+    mode = DEFAULT_INT8 if mode == "int8" else check_quantize(mode)
+    op_types = ["MatMul"] if mode == "int8-matmul" else None
+    quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
     return destination
 
 
@@ -361,35 +401,246 @@ def verify_onnx(
     return report
 
 
-def save_model_files(model: nn.Module, source: str | os.PathLike, folder: Path) -> None:
-    """config.json and preprocessor_config.json beside onnx/ (Transformers.js reads both)."""
+def transformers_js_config(config):
+    """config.json of a classifier's ONNX folder: Transformers' built-in `PvtConfig` (model_type "pvt", which
+    Transformers.js maps to its PvtForImageClassification) with the model's architecture and class names. It
+    describes the graph; nothing in the folder is PyTorch weights for it."""
+    import transformers
+
+    from pvt_tools.benchmark.plan import BUILTIN_CONFIG_FIELDS
+    from pvt_tools.hub import exported_label_names
+
+    labels = exported_label_names(config)
+    fields = {name: getattr(config, name) for name in BUILTIN_CONFIG_FIELDS if name != "num_labels"}
+    return transformers.PvtConfig(
+        **fields,
+        id2label=labels,
+        label2id={name: index for index, name in labels.items()},
+        architectures=["PvtForImageClassification"],
+    )
+
+
+ONNX_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}: PVT v1 image classifier in ONNX
+
+The ONNX export of the Pyramid Vision Transformer (PVT v1) image classifier {{ source }}, for Transformers.js
+(browser and Node) and ONNX Runtime: {{ num_labels }} classes, {{ resolution }} input (any batch size and image size
+of at least {{ minimum_size }} pixels a side run). Written by `pvt-export-onnx`; every file was run in ONNX Runtime
+and compared with PyTorch before it was kept.
+
+| file | what | Transformers.js `dtype` |
+|---|---|---|
+| `onnx/model.onnx` | float32, ONNX Runtime's GELU / LayerNorm fusions | `"fp32"` |
+{%- if quantized %}
+| `onnx/model_quantized.onnx` | int8 weights ({{ quantization }}) | `"q8"` |
+{%- endif %}
+
+## Transformers.js
+
+```js
+import { pipeline } from "@huggingface/transformers";
+
+const dtype = "{{ 'q8' if quantized else 'fp32' }}";
+const classify = await pipeline("image-classification", "{{ repo_id }}", { dtype });
+console.log(await classify("image.jpg"));
+```
+
+## ONNX Runtime (Python)
+
+```python
+import onnxruntime
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoConfig, AutoImageProcessor
+
+folder = snapshot_download("{{ repo_id }}")
+processor, config = AutoImageProcessor.from_pretrained(folder), AutoConfig.from_pretrained(folder)
+session = onnxruntime.InferenceSession(f"{folder}/onnx/model.onnx")
+(logits,) = session.run(["logits"], dict(processor(Image.open("image.jpg"), return_tensors="np")))
+print(config.id2label[int(logits.argmax(-1)[0])])
+```
+
+## What each loader sees
+
+- Transformers.js reads `config.json` (model_type `pvt`, which it maps to its `PvtForImageClassification`;
+  `id2label` holds the class names), `preprocessor_config.json` and `onnx/`.
+- Python's `AutoConfig` reads the same `config.json` as Transformers' built-in `PvtConfig`: the architecture and
+  labels of the graph. This repository holds **no PyTorch weights**: `from_pretrained` of a model class fails here
+  (no model.safetensors). The PyTorch model is {{ pytorch_source }}, loaded with `trust_remote_code=True`
+  (model_type `pvt_v1`).
+"""
+
+
+def render_onnx_card(
+    config, *, source: str, repo_id: str | None = None, quantize: str | None = None, base_model: str | None = None
+) -> str:
+    """README.md of a classifier's ONNX folder: metadata naming the library (transformers.js) and the pipeline."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from modeling_pvt import minimum_input_size
+    from pvt_tools.hub import architecture_facts
+
+    repo_id = repo_id or "ORG/pvt-onnx"
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers.js",
+        pipeline_tag="image-classification",
+        tags=["onnx", "image-classification", "vision", "pvt"],
+        base_model=base_model,
+        model_name=repo_id.split("/")[-1],
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_str=ONNX_CARD_TEMPLATE,
+        source=f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{source}`",
+        pytorch_source=f"[{base_model}](https://huggingface.co/{base_model})"
+        if base_model
+        else "the model folder this was exported from",
+        repo_id=repo_id,
+        num_labels=config.num_labels,
+        minimum_size=minimum_input_size(config),
+        quantized=quantize is not None,
+        quantization=QUANTIZATIONS.get(DEFAULT_INT8 if quantize == "int8" else quantize, ""),
+        resolution=architecture_facts(config)["resolution"],
+    )
+    return str(card).rstrip("\n") + "\n"
+
+
+def load_image_processor(model: nn.Module, source: str | os.PathLike):
+    """The model's own image processor, else the official evaluation transform at its resolution."""
     from transformers import AutoImageProcessor
 
-    model.config.save_pretrained(folder)
     try:
-        image_processor = AutoImageProcessor.from_pretrained(source)
+        return AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError):
         from pvt_tools.hub import official_eval_image_processor
 
         size = model.config.image_size if isinstance(model.config.image_size, int) else min(model.config.image_size)
-        image_processor = official_eval_image_processor(size)
-    image_processor.save_pretrained(folder)
+        return official_eval_image_processor(size)
+
+
+def save_model_files(
+    model: nn.Module,
+    source: str | os.PathLike,
+    folder: Path,
+    task: str,
+    *,
+    repo_id: str | None = None,
+    quantize: str | None = None,
+) -> None:
+    """Beside onnx/: for a classifier Transformers.js's config.json, preprocessor_config.json and README.md (see the
+    module docstring); for a backbone the model's own config.json and preprocessor_config.json."""
+    if task == "image-classification":
+        transformers_js_config(model.config).save_pretrained(folder)
+        base_model = None if os.path.isdir(source) else str(source)  # a Hub repo id
+        card = render_onnx_card(
+            model.config, source=Path(source).name, repo_id=repo_id, quantize=quantize, base_model=base_model
+        )
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    else:
+        model.config.save_pretrained(folder)
+    load_image_processor(model, source).save_pretrained(folder)
 
 
 def write_verified_onnx_files(
     model: nn.Module, task: str, onnx_dir: Path, *, opset: int = DEFAULT_OPSET, quantize: str | None = None
 ) -> list[VerificationReport]:
-    """Write onnx_dir/model.onnx (and model_quantized.onnx) and verify them; the caller owns the atomic move."""
+    """Write onnx_dir/model.onnx, optimized for ONNX Runtime (and model_quantized.onnx), and verify them; the caller
+    owns the atomic move."""
+    check_quantize(quantize)
     was_training = model.training
     try:
-        float_path = write_onnx(model, task, onnx_dir / MODEL_FILE, opset=opset)
+        float_path = onnx_dir / MODEL_FILE
+        plain_path = write_onnx(model, task, onnx_dir / f".plain-{MODEL_FILE}", opset=opset)
+        optimize_for_onnxruntime(plain_path, float_path)
+        plain_path.unlink()
         reports = [verify_onnx(float_path, model, task)]
-        if quantize == "int8":
-            quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE)
+        if quantize is not None:
+            quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE, quantize)
             reports.append(verify_onnx(quantized_path, model, task, quantized=True))
     finally:
         model.train(was_training)
     return reports
+
+
+def decisive_check_images(model: nn.Module, image_processor, folder: Path, count: int = 8) -> list[Path]:
+    """PNG images for comparing clients: at the processor's resize size (so that no client resamples them), smooth
+    random colours, and only those where PyTorch's top logit leads the runner-up by DECISIVE_MARGIN of the logits'
+    range (a near tie can flip on float rounding or int8 noise alone, which says nothing about the export)."""
+    from PIL import Image
+
+    size = image_processor.size
+    side = size.get("shortest_edge") or size.get("height")
+    generator = np.random.default_rng(0)
+    kept: list[Path] = []
+    for attempt in range(20 * count):
+        coarse = generator.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((side, side), Image.Resampling.BILINEAR)
+        pixel_values = image_processor(image, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            logits = model(pixel_values).logits[0]
+        top2 = logits.topk(2).values
+        if top2[0] - top2[1] >= DECISIVE_MARGIN * (logits.max() - logits.min()):
+            kept.append(folder / f"check-{attempt}.png")
+            image.save(kept[-1])
+        if len(kept) == count:
+            break
+    return kept
+
+
+DECISIVE_MARGIN = 0.2
+
+
+@dataclass
+class ClientCheck:
+    """How a JavaScript client's top-1 classes compared with PyTorch's on the same images."""
+
+    client: str
+    images: int
+    top1_agreement: float
+    max_score_difference: float
+
+
+def check_in_transformers_js(model: nn.Module, export_dir: Path, image_processor) -> list[ClientCheck]:
+    """Load `export_dir` in Transformers.js (Node, offline) and classify decisive images with each ONNX file; raise
+    OnnxExportError unless every top-1 class is PyTorch's."""
+    import tempfile
+
+    from PIL import Image
+
+    from pvt_tools.node_clients import NodeClientError, classify_with_transformers_js
+
+    names = model.config.id2label
+    checks = []
+    with tempfile.TemporaryDirectory() as folder:
+        images = decisive_check_images(model, image_processor, Path(folder))
+        if not images:
+            raise OnnxExportError(
+                "No check image gave PyTorch a clear top class, so Transformers.js could not be compared with it."
+            )
+        pixel_values = image_processor([Image.open(path) for path in images], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            probabilities = model(pixel_values).logits.softmax(-1)
+        expected = [names[int(index)] for index in probabilities.argmax(-1)]
+        dtypes = ["fp32"] + (["q8"] if (export_dir / ONNX_SUBFOLDER / QUANTIZED_MODEL_FILE).is_file() else [])
+        for dtype in dtypes:
+            try:
+                results = classify_with_transformers_js(export_dir, images, dtype)
+            except NodeClientError as error:
+                raise OnnxExportError(f"Transformers.js could not run the export ({dtype}): {error}") from error
+            labels = [result[0]["label"] for result in results]
+            agreement = float(np.mean([got == want for got, want in zip(labels, expected)]))
+            difference = max(abs(result[0]["score"] - float(row.max())) for result, row in zip(results, probabilities))
+            checks.append(ClientCheck(f"Transformers.js {dtype}", len(images), agreement, difference))
+            if agreement < 1:
+                raise OnnxExportError(
+                    f"Transformers.js ({dtype}) gives PyTorch's top-1 class on only {agreement:.0%} of "
+                    f"{len(images)} check images ({labels} vs {expected}). The folder was not kept."
+                )
+    return checks
 
 
 def export_onnx(
@@ -399,21 +650,37 @@ def export_onnx(
     task: str = "image-classification",
     opset: int = DEFAULT_OPSET,
     quantize: str | None = None,
+    repo_id: str | None = None,
+    check_transformers_js: bool = False,
 ) -> tuple[Path, list[VerificationReport]]:
     """Export the PVT in `model_name_or_path` to `output_dir` (see the module docstring); return the folder and what
-    was verified. All checks happen before anything is written; the folder appears only when complete and verified."""
+    was verified (with check_transformers_js, also Transformers.js's `ClientCheck`s). All checks of the input happen
+    before anything is written; the folder appears only when complete and verified."""
     check_task(task)
     check_opset(opset)
     check_quantize(quantize)
     output_dir = Path(output_dir).resolve()
     check_output_dir(output_dir)
+    if check_transformers_js:
+        if task != "image-classification":
+            raise OnnxExportError(
+                "Transformers.js has no backbone pipeline: --check_transformers_js is for --task image-classification."
+            )
+        from pvt_tools.node_clients import NodeClientError, check_node_clients
+
+        try:
+            check_node_clients()
+        except NodeClientError as error:
+            raise OnnxExportError(f"{error} (or leave out --check_transformers_js); nothing was written.") from error
     model = load_model_for_task(model_name_or_path, task)
 
     from pvt_tools.hub import staging_folder
 
     with staging_folder(output_dir.parent, output_dir.name) as staging:
         reports = write_verified_onnx_files(model, task, staging / ONNX_SUBFOLDER, opset=opset, quantize=quantize)
-        save_model_files(model, model_name_or_path, staging)
+        save_model_files(model, model_name_or_path, staging, task, repo_id=repo_id, quantize=quantize)
+        if check_transformers_js:
+            reports += check_in_transformers_js(model, staging, load_image_processor(model, model_name_or_path))
         staging.chmod(0o755)
         check_output_dir(output_dir)  # nothing appeared there meanwhile
         if output_dir.exists():
