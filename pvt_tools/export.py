@@ -173,11 +173,14 @@ def example_input(config, batch_size: int = 2) -> torch.Tensor:
     return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
 
 
-def name_axes_and_outputs(model_proto, output_names: list[str]) -> None:
+def name_axes_and_outputs(model_proto, output_names: list[str], num_channels: int) -> None:
     """Name the graph's outputs as in PyTorch (`logits`; the backbone's `stage1` ...) and its symbolic dimensions
-    after what they are (batch_size, height, width)."""
-    symbols = [dimension.dim_param for dimension in model_proto.graph.input[0].type.tensor_type.shape.dim]
+    after what they are (batch_size, height, width); the channels, which `dynamic=True` leaves symbolic (named
+    "3"), are the model's fixed number."""
+    input_dims = model_proto.graph.input[0].type.tensor_type.shape.dim
+    symbols = [dimension.dim_param for dimension in input_dims]
     names = {symbols[0]: BATCH_DIM, symbols[2]: HEIGHT_DIM, symbols[3]: WIDTH_DIM}
+    input_dims[1].dim_value = num_channels
     renamed = {output.name: name for output, name in zip(model_proto.graph.output, output_names, strict=True)}
     for node in model_proto.graph.node:
         node.output[:] = [renamed.get(name, name) for name in node.output]
@@ -216,7 +219,7 @@ def write_onnx(model: nn.Module, task: str, path: Path, opset: int = DEFAULT_OPS
             f"The exporter wrote opset {written_opset} instead of the requested {opset}; pass --opset "
             f"{written_opset} or another opset the installed torch.onnx writes natively."
         )
-    name_axes_and_outputs(model_proto, output_names_for(task, model.config))
+    name_axes_and_outputs(model_proto, output_names_for(task, model.config), model.config.num_channels)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model_proto, str(path))
     return path

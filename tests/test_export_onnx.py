@@ -106,6 +106,11 @@ def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_expo
         (actual,) = session.run(["logits"], {"pixel_values": pixel_values.numpy()})
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
     assert reports[0].max_relative_difference <= export.FLOAT32_TOLERANCE
+    # ONNX Runtime's transformer fusions: each exact GELU (Erf ...) is one BiasGelu, each residual addition with the
+    # LayerNorm after it one SkipLayerNormalization (4 layers: 4 MLPs, 8 residual additions).
+    op_types = [node.op_type for node in graph.node]
+    assert "Erf" not in op_types and op_types.count("BiasGelu") == 4
+    assert op_types.count("SkipLayerNormalization") == 8
 
 
 def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_export):
