@@ -18,9 +18,10 @@ An image classifier becomes a repository folder that Transformers.js loads as it
                                each loader sees: this folder holds no PyTorch weights; the PyTorch model is the
                                `trust_remote_code` repository (model_type "pvt_v1") it was exported from.
 
-A backbone (task="backbone") gives `onnx/model.onnx` with one output per stage, named after the stage (`stage1` ...
-`stage4`, Transformers' backbone `out_features` names; strides 4, 8, 16, 32), beside the model's own config.json
-(model_type "pvt_v1"), for ONNX Runtime users; Transformers.js has no backbone pipeline.
+A backbone (task="backbone") gives `onnx/model.onnx` (the exporter's graph, without the fusions: see
+`write_verified_onnx_files`) with one output per stage, named after the stage (`stage1` ... `stage4`, Transformers'
+backbone `out_features` names; strides 4, 8, 16, 32), beside the model's own config.json (model_type "pvt_v1"), for
+ONNX Runtime users; Transformers.js has no backbone pipeline.
 
 The graph comes from Transformers' own exporter, `transformers.exporters.OnnxExporter` (Transformers 5.23+, marked
 experimental; see `write_onnx`), which replaced this module's torch.export + torch.onnx code: it exports PVT with
@@ -494,15 +495,20 @@ def save_model_files(
 def write_verified_onnx_files(
     model: nn.Module, task: str, onnx_dir: Path, *, opset: int = DEFAULT_OPSET, quantize: str | None = None
 ) -> list[VerificationReport]:
-    """Write onnx_dir/model.onnx, optimized for ONNX Runtime (and model_quantized.onnx), and verify them; the caller
-    owns the atomic move."""
+    """Write onnx_dir/model.onnx (a classifier's optimized for ONNX Runtime) and model_quantized.onnx, and verify
+    them; the caller owns the atomic move."""
     check_quantize(quantize)
     was_training = model.training
     try:
         float_path = onnx_dir / MODEL_FILE
-        plain_path = write_onnx(model, task, onnx_dir / f".plain-{MODEL_FILE}", opset=opset)
-        optimize_for_onnxruntime(plain_path, float_path)
-        plain_path.unlink()
+        if task == "image-classification":
+            plain_path = write_onnx(model, task, onnx_dir / f".plain-{MODEL_FILE}", opset=opset)
+            optimize_for_onnxruntime(plain_path, float_path)
+            plain_path.unlink()
+        else:
+            # ONNX Runtime 1.32's optimizer breaks the backbone's graph, whose stage maps are outputs and feed the
+            # next stage ("Graph is not a DAG ... at node Gelu_AddBias_3"): the backbone keeps the plain graph.
+            write_onnx(model, task, float_path, opset=opset)
         reports = [verify_onnx(float_path, model, task)]
         if quantize is not None:
             quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE, quantize)
@@ -617,7 +623,9 @@ def export_onnx(
         try:
             check_node_clients()
         except NodeClientError as error:
-            raise OnnxExportError(f"{error} (or leave out --check_transformers_js); nothing was written.") from error
+            raise OnnxExportError(
+                f"{str(error).rstrip('.')}; or leave out --check_transformers_js. Nothing was written."
+            ) from error
     model = load_model_for_task(model_name_or_path, task)
 
     from pvt_tools.hub import staging_folder

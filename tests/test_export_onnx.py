@@ -449,7 +449,7 @@ def test_missing_node_is_one_error_before_anything_is_written(classifier_folder,
 
     folder, _ = classifier_folder
     monkeypatch.setattr(node_clients.shutil, "which", lambda name: None)
-    with pytest.raises(OnnxExportError, match=r"Node.js is not installed .* make node-packages"):
+    with pytest.raises(OnnxExportError, match=r"Node.js is not installed .*`make node-packages`.*Nothing was written"):
         export_onnx(folder, tmp_path / "out", check_transformers_js=True)
     monkeypatch.setenv(node_clients.PACKAGES_ENV, str(tmp_path / "no-packages"))
     monkeypatch.setattr(node_clients.shutil, "which", lambda name: "/usr/bin/node")
