@@ -183,7 +183,8 @@ def name_axes_and_outputs(model_proto, output_names: list[str], num_channels: in
     names = {symbols[0]: BATCH_DIM, symbols[2]: HEIGHT_DIM, symbols[3]: WIDTH_DIM}
     input_dims[1].dim_value = num_channels
     renamed = {output.name: name for output, name in zip(model_proto.graph.output, output_names, strict=True)}
-    for node in model_proto.graph.node:
+    for node in model_proto.graph.node:  # a backbone's stage map is an output and the next stage's input
+        node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
     for output in model_proto.graph.output:
         output.name = renamed[output.name]
