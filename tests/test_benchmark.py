@@ -288,8 +288,8 @@ DEPLOYMENT_IMPLEMENTATIONS = [
     "ours_eager_float32",
     "onnxruntime_float32_plain",
     "onnxruntime_float32",
-    "onnxruntime_int8_dynamic",
     "onnxruntime_int8_matmul",
+    "onnxruntime_int8_dynamic",
     "onnxruntime_int8_matmul_uint8",
     "onnxruntime_int8_static",
 ]

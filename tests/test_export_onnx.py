@@ -119,6 +119,7 @@ def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_expor
     float_path, quantized_path = folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx"
     op_types = {node.op_type for node in onnx.load(str(quantized_path)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types
+    assert "ConvInteger" not in op_types and "Conv" in op_types  # the default quantizes the MatMuls only
     assert quantized_path.stat().st_size < float_path.stat().st_size
     assert reports[1].file == "model_quantized.onnx" and reports[1].top1_agreement >= export.INT8_MIN_TOP1_AGREEMENT
     pixel_values = random_pixels(6, 70, 90, seed=4)
