@@ -257,11 +257,19 @@ def quantize_int8(source: Path, destination: Path, mode: str = DEFAULT_INT8) -> 
     """ONNX Runtime dynamic int8 quantization (signed int8 weights, activations quantized per batch at run time, no
     calibration): of the MatMuls only ("int8-matmul", the default) or of the MatMuls and convolutions
     ("int8-dynamic")."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     mode = DEFAULT_INT8 if mode == "int8" else check_quantize(mode)
     op_types = ["MatMul"] if mode == "int8-matmul" else None
-    quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
+    quantize_dynamic(
+        str(source),
+        str(destination),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
+        # ONNX's shape inference cannot type the outputs of ONNX Runtime's fused operators; they are all float32.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return destination
 
 
