@@ -31,9 +31,10 @@ and compared with PyTorch, and with check_transformers_js=True the folder is loa
 under Node; a failure leaves nothing behind.
 """
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,23 @@ def example_input(config, batch_size: int = 2) -> torch.Tensor:
     return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
 
 
+@contextlib.contextmanager
+def mlp_in_one_piece(model: nn.Module) -> Iterator[None]:
+    """While exporting, every layer runs its MLP in one piece. The exporter traces under `no_grad`, where PVT layers
+    run the MLP over token chunks (`inference_mlp_chunk_size`) whose count depends on the image size: traced, that
+    loop becomes a fixed sequence of chunks, and pvt-small at 224x224 (3,136 tokens in stage 1) failed in ONNX
+    Runtime at batch 8 ("Shape mismatch ... SequenceAt"). The numbers are the same either way."""
+    layers = [module for module in model.modules() if hasattr(module, "inference_mlp_chunk_size")]
+    saved = [(layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward) for layer in layers]
+    for layer in layers:
+        layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward = 0, 0
+    try:
+        yield
+    finally:
+        for layer, (inference_chunk_size, chunk_size) in zip(layers, saved):
+            layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward = inference_chunk_size, chunk_size
+
+
 def name_axes_and_outputs(model_proto, output_names: list[str], num_channels: int) -> None:
     """Name the graph's outputs as in PyTorch (`logits`; the backbone's `stage1` ...) and its symbolic dimensions
     after what they are (batch_size, height, width); the channels, which `dynamic=True` leaves symbolic (named
@@ -212,9 +230,12 @@ def write_onnx(model: nn.Module, task: str, path: Path, opset: int = DEFAULT_OPS
     check_opset(opset)
     was_training = model.training
     try:
-        exported = OnnxExporter().export(
-            model.eval(), {"pixel_values": example_input(model.config)}, OnnxConfig(dynamic=True, opset_version=opset)
-        )
+        with mlp_in_one_piece(model):
+            exported = OnnxExporter().export(
+                model.eval(),
+                {"pixel_values": example_input(model.config)},
+                OnnxConfig(dynamic=True, opset_version=opset),
+            )
     finally:
         model.train(was_training)
     model_proto = onnx_ir.serde.serialize_model(exported.program)

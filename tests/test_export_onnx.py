@@ -22,8 +22,11 @@ UNSEEN_INPUTS = [(1, 32, 32), (3, 97, 161), (2, 320, 256), (5, 33, 250)]
 
 
 def small_config(**overrides):
-    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap."""
-    return tiny_config(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], **overrides)
+    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap;
+    MLPs that run in chunks of 64 tokens without gradients (as pvt-small's 3,136 tokens do in chunks of 2,048), which
+    an export must not trace as a fixed number of chunks."""
+    settings = dict(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], inference_mlp_chunk_size=64)
+    return tiny_config(**{**settings, **overrides})
 
 
 def random_pixels(batch_size: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -73,13 +76,15 @@ def test_write_onnx_leaves_the_model_as_it_was(monkeypatch, tmp_path):
 
     def failing_export(self, module, sample_inputs, config):
         seen.update(training=module.training, dynamic=config.dynamic, shape=tuple(sample_inputs["pixel_values"].shape))
+        seen["chunk_sizes"] = {layer.inference_mlp_chunk_size for layer in module.pvt.stages[0].layers}
         raise RuntimeError("tracing failed")
 
     monkeypatch.setattr(OnnxExporter, "export", failing_export)
     with pytest.raises(RuntimeError, match="tracing failed"):
         export.write_onnx(model, "image-classification", tmp_path / "model.onnx")
-    assert seen == {"training": False, "dynamic": True, "shape": (2, 3, 64, 64)}
+    assert seen == {"training": False, "dynamic": True, "shape": (2, 3, 64, 64), "chunk_sizes": {0}}
     assert all(module.training for module in model.modules())
+    assert {layer.inference_mlp_chunk_size for layer in model.pvt.stages[0].layers} == {64}
     assert list(tmp_path.iterdir()) == []
 
 
