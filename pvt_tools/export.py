@@ -267,9 +267,6 @@ def optimize_for_onnxruntime(source: Path, destination: Path) -> Path:
         optimized = optimize_model(str(source), model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
     finally:
         optimizer_logger.setLevel(level)
-    # The exporter's intermediate shape annotations can contradict the fused graph (pvt-small: a quantizer's shape
-    # inference then fails with "Inferred shape and existing shape differ"); ONNX Runtime infers them again.
-    del optimized.model.graph.value_info[:]
     optimized.save_model_to_file(str(destination))
     return destination
 
