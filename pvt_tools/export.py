@@ -748,12 +748,19 @@ def score_exported_classifier(
 
 
 __all__ = [
+    "DEFAULT_INT8",
     "DEFAULT_OPSET",
+    "QUANTIZATIONS",
     "TASKS",
+    "ClientCheck",
     "OnnxExportError",
-    "score_exported_classifier",
+    "check_in_transformers_js",
     "export_onnx",
+    "optimize_for_onnxruntime",
     "quantize_int8",
+    "render_onnx_card",
+    "score_exported_classifier",
+    "transformers_js_config",
     "verify_onnx",
     "write_onnx",
     "write_verified_onnx_files",
