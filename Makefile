@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install transformers-tests test lint demo fashion-mnist clean
+.PHONY: install transformers-tests node-packages test lint demo fashion-mnist clean
 
 install: $(STAMP)
 
@@ -19,7 +19,22 @@ $(STAMP): pyproject.toml
 transformers-tests: $(STAMP)
 	$(PYTHON) -m tests.transformers_tests
 
-test: $(STAMP) transformers-tests
+# The JavaScript clients the ONNX export is tested in (Transformers.js, onnxruntime-web), pinned by
+# pvt_tools/node/package-lock.json, from the npm registry into .cache/node (pvt_tools/node_clients.py). Without npm
+# their tests skip, and fail where PVT_REQUIRE_NODE=1 (.ci/run). ONNXRUNTIME_NODE_INSTALL_CUDA=skip: onnxruntime-node's
+# install script would fetch CUDA binaries from outside the registry.
+NODE_PACKAGES := .cache/node
+node-packages: $(NODE_PACKAGES)/node_modules/.package-lock.json
+
+$(NODE_PACKAGES)/node_modules/.package-lock.json: pvt_tools/node/package.json pvt_tools/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+		mkdir -p $(NODE_PACKAGES) && cp pvt_tools/node/package.json pvt_tools/node/package-lock.json $(NODE_PACKAGES)/ && \
+		cd $(NODE_PACKAGES) && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the Transformers.js / onnxruntime-web tests will skip (apt-get install nodejs npm)"; \
+	fi
+
+test: $(STAMP) transformers-tests node-packages
 	$(PYTHON) -m pytest -q
 
 lint: $(STAMP)

@@ -2,23 +2,33 @@
 """ONNX export of PVT: one graph for every batch size and image size, checked in ONNX Runtime before it is kept.
 
     from pvt_tools.export import export_onnx
-    export_onnx("exports/pvt-small", "exports/pvt-small-onnx", task="image-classification", quantize="int8")
+    export_onnx("runs/fashion", "exports/fashion-onnx", task="image-classification", quantize="int8")
 
-writes, in the layout Transformers.js and Optimum read (`from_pretrained(..., subfolder="onnx")`):
+An image classifier becomes a repository folder that Transformers.js loads as it is (and `pvt-push` publishes):
 
 - `onnx/model.onnx`            float32 graph, input `pixel_values` (batch_size, channels, height, width), dynamic
                                batch size, height and width (each side at least `minimum_input_size`, 32 pixels for
-                               the paper's models); outputs named as in PyTorch: `logits` for image-classification,
-                               and for backbone one map per stage named after the stage (`stage1` ... `stage4`,
-                               Transformers' backbone `out_features` names; strides 4, 8, 16, 32);
-- `onnx/model_quantized.onnx`  with quantize="int8": ONNX Runtime dynamic quantization (int8 weights, activations
-                               quantized per batch at run time);
-- `config.json`, `preprocessor_config.json` of the model, so the folder serves Transformers.js as it is.
+                               the paper's models), output `logits`; GELU, LayerNorm and residual additions fused
+                               into ONNX Runtime's contrib operators (`optimize_for_onnxruntime`);
+- `onnx/model_quantized.onnx`  with quantize="int8": int8 weights (`quantize_int8`); Transformers.js's dtype "q8";
+- `config.json`                Transformers' built-in `PvtConfig` (model_type "pvt", which Transformers.js maps to its
+                               PvtForImageClassification) with the model's architecture and id2label;
+- `preprocessor_config.json`   the model's image processor (PvtImageProcessor);
+- `README.md`                  a model card (library transformers.js, pipeline image-classification) saying what
+                               each loader sees: this folder holds no PyTorch weights; the PyTorch model is the
+                               `trust_remote_code` repository (model_type "pvt_v1") it was exported from.
 
-Why our own exporter: Optimum's exporter needs Transformers < 4.58. The model graph is captured with
-`torch.export` (dynamic batch, height, width; see `export_program`) and translated by `torch.onnx`. Before the
-folder is moved into place, every file is run in ONNX Runtime at several batch sizes and image sizes (including
-odd, non-square and larger ones than the export saw) and compared with PyTorch; a failure leaves nothing behind.
+A backbone (task="backbone") gives `onnx/model.onnx` (the exporter's graph, without the fusions: see
+`write_verified_onnx_files`) with one output per stage, named after the stage (`stage1` ... `stage4`, Transformers'
+backbone `out_features` names; strides 4, 8, 16, 32), beside the model's own config.json (model_type "pvt_v1"), for
+ONNX Runtime users; Transformers.js has no backbone pipeline.
+
+The graph comes from Transformers' own exporter, `transformers.exporters.OnnxExporter` (Transformers 5.23+, marked
+experimental; see `write_onnx`), which replaced this module's torch.export + torch.onnx code: it exports PVT with
+dynamic batch, height and width and its graphs verify. Before the folder is moved into place, every file is run in
+ONNX Runtime at several batch sizes and image sizes (including odd, non-square and larger ones than the export saw)
+and compared with PyTorch, and with check_transformers_js=True the folder is loaded and run by Transformers.js
+under Node; a failure leaves nothing behind.
 """
 
 import contextlib
@@ -32,14 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-TASKS = ("image-classification", "backbone")
+from pvt_tools.export_options import DEFAULT_INT8, DEFAULT_OPSET, QUANTIZATIONS, TASKS
+
 ONNX_SUBFOLDER = "onnx"
 MODEL_FILE = "model.onnx"
 QUANTIZED_MODEL_FILE = "model_quantized.onnx"
-QUANTIZATIONS = ("int8",)
-# torch.onnx translates with its own library at opset 18 and newer (older opsets would be converted afterwards,
-# with no guarantee); opset 18 is read by every ONNX Runtime since 1.14 and by onnxruntime-web (Transformers.js).
-DEFAULT_OPSET = 18
 # Largest difference from PyTorch float32 accepted for the float32 graph, relative to the output's largest magnitude.
 FLOAT32_TOLERANCE = 1e-4
 # int8 dynamic quantization changes every output a little: the quantized graph must keep the float32 graph's top-1
@@ -49,7 +56,6 @@ FLOAT32_TOLERANCE = 1e-4
 INT8_MIN_TOP1_AGREEMENT = 0.75
 INT8_MAX_RELATIVE_ERROR = 0.25
 BATCH_DIM, HEIGHT_DIM, WIDTH_DIM = "batch_size", "height", "width"
-MAX_DIM = 8192
 
 
 class OnnxExportError(ValueError):
@@ -104,7 +110,8 @@ def check_opset(opset: int) -> int:
 
 def check_quantize(quantize: str | None) -> str | None:
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise OnnxExportError(f"Unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}.")
+        choices = "; ".join(f"{name} ({meaning})" for name, meaning in QUANTIZATIONS.items())
+        raise OnnxExportError(f"Unknown quantization {quantize!r}: choose one of {choices}.")
     return quantize
 
 
@@ -152,27 +159,6 @@ def load_model_for_task(model_name_or_path: str | os.PathLike, task: str) -> nn.
     return model.eval()
 
 
-@contextlib.contextmanager
-def contiguous_convolution_inputs(model: nn.Module) -> Iterator[None]:
-    """While exporting, feed every convolution a contiguous input.
-
-    The model turns tokens back into maps with transpose + reshape views (channels-last strides). A convolution
-    picks its memory layout from those strides, and whether they are "channels-last" depends on whether a side is
-    1, so an export would fix the graph to maps wider than one token. A contiguous copy has one layout at every size;
-    the numbers are the same.
-    """
-    handles = [
-        module.register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
-        for module in model.modules()
-        if isinstance(module, nn.Conv2d)
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def example_input(config, batch_size: int = 2) -> torch.Tensor:
     """The tracing example: a batch of 2 at the native size (batch 1 and equal sides would be specialised)."""
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
@@ -180,49 +166,37 @@ def example_input(config, batch_size: int = 2) -> torch.Tensor:
     return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
 
 
-def dynamic_shapes_for(config) -> dict:
-    from modeling_pvt import minimum_input_size
-
-    minimum = minimum_input_size(config)
-    return {
-        "pixel_values": {
-            0: torch.export.Dim(BATCH_DIM, min=1, max=MAX_DIM),
-            2: torch.export.Dim(HEIGHT_DIM, min=minimum, max=MAX_DIM),
-            3: torch.export.Dim(WIDTH_DIM, min=minimum, max=MAX_DIM),
-        }
-    }
-
-
-def export_program(model: nn.Module, task: str) -> torch.export.ExportedProgram:
-    """`torch.export` of the task's outputs with dynamic batch size, height and width: one graph for every size.
-
-    - size-oblivious reasoning about sizes of 1 (as torch.onnx itself exports), so a side of one token (32-pixel
-      images) is not carved out of the graph;
-    - gradients enabled while tracing: under `no_grad` the MLP runs in token chunks whose count depends on the
-      image size (see `INFERENCE_MLP_CHUNK_TOKENS` in modeling_pvt.py), which would fix the size; the exported graph
-      computes no gradients either way;
-    - `contiguous_convolution_inputs`, and position-embedding resampling at every size (`interpolate_pos_encoding`
-      under `torch.compiler.is_exporting()`).
-    """
-    import torch.fx.experimental._config as fx_config
-
-    was_training = model.training
-    wrapper = OnnxExportWrapper(model.eval(), task)
+@contextlib.contextmanager
+def mlp_in_one_piece(model: nn.Module) -> Iterator[None]:
+    """While exporting, every layer runs its MLP in one piece. The exporter traces under `no_grad`, where PVT layers
+    run the MLP over token chunks (`inference_mlp_chunk_size`) whose count depends on the image size: traced, that
+    loop becomes a fixed sequence of chunks, and pvt-small at 224x224 (3,136 tokens in stage 1) failed in ONNX
+    Runtime at batch 8 ("Shape mismatch ... SequenceAt"). The numbers are the same either way."""
+    layers = [module for module in model.modules() if hasattr(module, "inference_mlp_chunk_size")]
+    saved = [(layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward) for layer in layers]
+    for layer in layers:
+        layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward = 0, 0
     try:
-        with (
-            contiguous_convolution_inputs(model),
-            fx_config.patch(backed_size_oblivious=True),
-            torch.enable_grad(),
-        ):
-            return torch.export.export(
-                wrapper, (example_input(model.config),), dynamic_shapes=dynamic_shapes_for(model.config)
-            )
+        yield
     finally:
-        model.train(was_training)
+        for layer, (inference_chunk_size, chunk_size) in zip(layers, saved):
+            layer.inference_mlp_chunk_size, layer.chunk_size_feed_forward = inference_chunk_size, chunk_size
 
 
-def name_dynamic_axes(model_proto, names: dict[str, str]) -> None:
-    """Give the graph's symbolic dimensions readable names (batch_size, height, width)."""
+def name_axes_and_outputs(model_proto, output_names: list[str], num_channels: int) -> None:
+    """Name the graph's outputs as in PyTorch (`logits`; the backbone's `stage1` ...) and its symbolic dimensions
+    after what they are (batch_size, height, width); the channels, which `dynamic=True` leaves symbolic (named
+    "3"), are the model's fixed number."""
+    input_dims = model_proto.graph.input[0].type.tensor_type.shape.dim
+    symbols = [dimension.dim_param for dimension in input_dims]
+    names = {symbols[0]: BATCH_DIM, symbols[2]: HEIGHT_DIM, symbols[3]: WIDTH_DIM}
+    input_dims[1].dim_value = num_channels
+    renamed = {output.name: name for output, name in zip(model_proto.graph.output, output_names, strict=True)}
+    for node in model_proto.graph.node:  # a backbone's stage map is an output and the next stage's input
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for output in model_proto.graph.output:
+        output.name = renamed[output.name]
     for value in [*model_proto.graph.input, *model_proto.graph.output]:
         for dimension in value.type.tensor_type.shape.dim:
             if dimension.dim_param in names:
@@ -230,43 +204,78 @@ def name_dynamic_axes(model_proto, names: dict[str, str]) -> None:
 
 
 def write_onnx(model: nn.Module, task: str, path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `model` (PvtForImageClassification or PvtBackbone) for `task` to the ONNX file `path`."""
+    """Export `model` (PvtForImageClassification or PvtBackbone) for `task` to the ONNX file `path`, with
+    Transformers' own exporter: `transformers.exporters.OnnxExporter` with `dynamic=True` (every axis of
+    pixel_values symbolic: one graph for every batch size, height and width). Measured on PVT (tiny classifier and
+    backbone, Transformers 5.25, torch 2.14.1): its graphs match eager within 2e-6 at 1x32x32 ... 2x320x256; with
+    explicit `dynamic_shapes` (height, width >= 32) torch.export refuses the export instead (it derives a
+    height >= 64 guard). Saved as one self-contained file, which Transformers.js and onnxruntime-web read."""
     import onnx
+    import onnx_ir
+    from transformers.exporters import OnnxConfig, OnnxExporter
 
     check_task(task)
     check_opset(opset)
-    program = export_program(model, task)
-    (input_name,) = program.graph_signature.user_inputs
-    input_node = next(node for node in program.graph.nodes if node.name == input_name)
-    batch_size, _, height, width = input_node.meta["val"].shape
-    symbols = {str(batch_size): BATCH_DIM, str(height): HEIGHT_DIM, str(width): WIDTH_DIM}
-    onnx_program = torch.onnx.export(
-        program,
-        (example_input(model.config),),
-        input_names=["pixel_values"],
-        output_names=output_names_for(task, model.config),
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
-    model_proto = onnx_program.model_proto
+    was_training = model.training
+    try:
+        with mlp_in_one_piece(model):
+            exported = OnnxExporter().export(
+                model.eval(),
+                {"pixel_values": example_input(model.config)},
+                OnnxConfig(dynamic=True, opset_version=opset),
+            )
+    finally:
+        model.train(was_training)
+    model_proto = onnx_ir.serde.serialize_model(exported.program)
     written_opset = next(entry.version for entry in model_proto.opset_import if entry.domain in ("", "ai.onnx"))
     if written_opset != opset:
         raise OnnxExportError(
-            f"torch.onnx wrote opset {written_opset} instead of the requested {opset}; pass --opset {written_opset} "
-            "or another opset the installed exporter writes natively."
+            f"The exporter wrote opset {written_opset} instead of the requested {opset}; pass --opset "
+            f"{written_opset} or another opset the installed torch.onnx writes natively."
         )
-    name_dynamic_axes(model_proto, symbols)
+    name_axes_and_outputs(model_proto, output_names_for(task, model.config), model.config.num_channels)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model_proto, str(path))
     return path
 
 
-def quantize_int8(source: Path, destination: Path) -> Path:
-    """ONNX Runtime dynamic int8 quantization: int8 weights, activations quantized at run time, no calibration."""
+def optimize_for_onnxruntime(source: Path, destination: Path) -> Path:
+    """ONNX Runtime's transformer optimizer (`onnxruntime.transformers`, no session-level rewrites saved): the exact
+    GELU (Div, Erf, Add, Mul, Mul) with its bias becomes `BiasGelu`, each residual addition with the LayerNorm after
+    it `SkipLayerNormalization`. The spatial-reduction attention (keys and values from a coarser grid than the
+    queries) matches none of its attention patterns and stays MatMul / Softmax. Numbers: benchmarks/deployment.md."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimizer_logger = logging.getLogger("onnxruntime.transformers")  # it asks for num_heads, which PVT varies
+    level = optimizer_logger.level
+    optimizer_logger.setLevel(logging.ERROR)
+    try:
+        optimized = optimize_model(str(source), model_type="vit", num_heads=0, hidden_size=0, opt_level=0)
+    finally:
+        optimizer_logger.setLevel(level)
+    optimized.save_model_to_file(str(destination))
+    return destination
+
+
+def quantize_int8(source: Path, destination: Path, mode: str = DEFAULT_INT8) -> Path:
+    """ONNX Runtime dynamic int8 quantization (signed int8 weights, activations quantized per batch at run time, no
+    calibration): of the MatMuls only ("int8-matmul", the default) or of the MatMuls and convolutions
+    ("int8-dynamic")."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8)
+    mode = DEFAULT_INT8 if mode == "int8" else check_quantize(mode)
+    op_types = ["MatMul"] if mode == "int8-matmul" else None
+    quantize_dynamic(
+        str(source),
+        str(destination),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
+        # ONNX's shape inference cannot type the outputs of ONNX Runtime's fused operators; they are all float32.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return destination
 
 
@@ -361,35 +370,251 @@ def verify_onnx(
     return report
 
 
-def save_model_files(model: nn.Module, source: str | os.PathLike, folder: Path) -> None:
-    """config.json and preprocessor_config.json beside onnx/ (Transformers.js reads both)."""
+def transformers_js_config(config):
+    """config.json of a classifier's ONNX folder: Transformers' built-in `PvtConfig` (model_type "pvt", which
+    Transformers.js maps to its PvtForImageClassification) with the model's architecture and class names. It
+    describes the graph; nothing in the folder is PyTorch weights for it."""
+    import transformers
+
+    from pvt_tools.benchmark.plan import BUILTIN_CONFIG_FIELDS
+    from pvt_tools.hub import exported_label_names
+
+    labels = exported_label_names(config)
+    fields = {name: getattr(config, name) for name in BUILTIN_CONFIG_FIELDS if name != "num_labels"}
+    return transformers.PvtConfig(
+        **fields,
+        id2label=labels,
+        label2id={name: index for index, name in labels.items()},
+        architectures=["PvtForImageClassification"],
+    )
+
+
+ONNX_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}: PVT v1 image classifier in ONNX
+
+The ONNX export of the Pyramid Vision Transformer (PVT v1) image classifier {{ source }}, for Transformers.js
+(browser and Node) and ONNX Runtime: {{ num_labels }} classes, {{ resolution }} input (any batch size and image size
+of at least {{ minimum_size }} pixels a side run). Written by `pvt-export-onnx`; every file was run in ONNX Runtime
+and compared with PyTorch before it was kept.
+
+| file | what | Transformers.js `dtype` |
+|---|---|---|
+| `onnx/model.onnx` | float32, ONNX Runtime's GELU / LayerNorm fusions | `"fp32"` |
+{%- if quantized %}
+| `onnx/model_quantized.onnx` | int8 weights ({{ quantization }}) | `"q8"` |
+{%- endif %}
+
+## Transformers.js
+
+```js
+import { pipeline } from "@huggingface/transformers";
+
+const dtype = "{{ 'q8' if quantized else 'fp32' }}";
+const classify = await pipeline("image-classification", "{{ repo_id }}", { dtype });
+console.log(await classify("image.jpg"));
+```
+
+## ONNX Runtime (Python)
+
+```python
+import onnxruntime
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoConfig, AutoImageProcessor
+
+folder = snapshot_download("{{ repo_id }}")
+processor, config = AutoImageProcessor.from_pretrained(folder), AutoConfig.from_pretrained(folder)
+session = onnxruntime.InferenceSession(f"{folder}/onnx/model.onnx")
+(logits,) = session.run(["logits"], dict(processor(Image.open("image.jpg"), return_tensors="np")))
+print(config.id2label[int(logits.argmax(-1)[0])])
+```
+
+## What each loader sees
+
+- Transformers.js reads `config.json` (model_type `pvt`, which it maps to its `PvtForImageClassification`;
+  `id2label` holds the class names), `preprocessor_config.json` and `onnx/`.
+- Python's `AutoConfig` reads the same `config.json` as Transformers' built-in `PvtConfig`: the architecture and
+  labels of the graph. This repository holds **no PyTorch weights**: `from_pretrained` of a model class fails here
+  (no model.safetensors). The PyTorch model is {{ pytorch_source }}, loaded with `trust_remote_code=True`
+  (model_type `pvt_v1`).
+"""
+
+
+def render_onnx_card(
+    config, *, source: str, repo_id: str | None = None, quantize: str | None = None, base_model: str | None = None
+) -> str:
+    """README.md of a classifier's ONNX folder: metadata naming the library (transformers.js) and the pipeline."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from modeling_pvt import minimum_input_size
+    from pvt_tools.hub import architecture_facts
+
+    repo_id = repo_id or "ORG/pvt-onnx"
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers.js",
+        pipeline_tag="image-classification",
+        tags=["onnx", "image-classification", "vision", "pvt"],
+        base_model=base_model,
+        model_name=repo_id.split("/")[-1],
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_str=ONNX_CARD_TEMPLATE,
+        source=f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{source}`",
+        pytorch_source=f"[{base_model}](https://huggingface.co/{base_model})"
+        if base_model
+        else "the model folder this was exported from",
+        repo_id=repo_id,
+        num_labels=config.num_labels,
+        minimum_size=minimum_input_size(config),
+        quantized=quantize is not None,
+        quantization=QUANTIZATIONS.get(DEFAULT_INT8 if quantize == "int8" else quantize, ""),
+        resolution=architecture_facts(config)["resolution"],
+    )
+    return str(card).rstrip("\n") + "\n"
+
+
+def load_image_processor(model: nn.Module, source: str | os.PathLike):
+    """The model's own image processor, else the official evaluation transform at its resolution."""
     from transformers import AutoImageProcessor
 
-    model.config.save_pretrained(folder)
     try:
-        image_processor = AutoImageProcessor.from_pretrained(source)
+        return AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError):
         from pvt_tools.hub import official_eval_image_processor
 
         size = model.config.image_size if isinstance(model.config.image_size, int) else min(model.config.image_size)
-        image_processor = official_eval_image_processor(size)
-    image_processor.save_pretrained(folder)
+        return official_eval_image_processor(size)
+
+
+def save_model_files(
+    model: nn.Module,
+    source: str | os.PathLike,
+    folder: Path,
+    task: str,
+    *,
+    repo_id: str | None = None,
+    quantize: str | None = None,
+) -> None:
+    """Beside onnx/: for a classifier Transformers.js's config.json, preprocessor_config.json and README.md (see the
+    module docstring); for a backbone the model's own config.json and preprocessor_config.json."""
+    if task == "image-classification":
+        transformers_js_config(model.config).save_pretrained(folder)
+        base_model = None if os.path.isdir(source) else str(source)  # a Hub repo id
+        card = render_onnx_card(
+            model.config, source=Path(source).name, repo_id=repo_id, quantize=quantize, base_model=base_model
+        )
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    else:
+        model.config.save_pretrained(folder)
+    load_image_processor(model, source).save_pretrained(folder)
 
 
 def write_verified_onnx_files(
     model: nn.Module, task: str, onnx_dir: Path, *, opset: int = DEFAULT_OPSET, quantize: str | None = None
 ) -> list[VerificationReport]:
-    """Write onnx_dir/model.onnx (and model_quantized.onnx) and verify them; the caller owns the atomic move."""
+    """Write onnx_dir/model.onnx (a classifier's optimized for ONNX Runtime) and model_quantized.onnx, and verify
+    them; the caller owns the atomic move."""
+    check_quantize(quantize)
     was_training = model.training
     try:
-        float_path = write_onnx(model, task, onnx_dir / MODEL_FILE, opset=opset)
+        float_path = onnx_dir / MODEL_FILE
+        if task == "image-classification":
+            plain_path = write_onnx(model, task, onnx_dir / f".plain-{MODEL_FILE}", opset=opset)
+            optimize_for_onnxruntime(plain_path, float_path)
+            plain_path.unlink()
+        else:
+            # ONNX Runtime 1.32's optimizer breaks the backbone's graph, whose stage maps are outputs and feed the
+            # next stage ("Graph is not a DAG ... at node Gelu_AddBias_3"): the backbone keeps the plain graph.
+            write_onnx(model, task, float_path, opset=opset)
         reports = [verify_onnx(float_path, model, task)]
-        if quantize == "int8":
-            quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE)
+        if quantize is not None:
+            quantized_path = quantize_int8(float_path, onnx_dir / QUANTIZED_MODEL_FILE, quantize)
             reports.append(verify_onnx(quantized_path, model, task, quantized=True))
     finally:
         model.train(was_training)
     return reports
+
+
+def decisive_check_images(model: nn.Module, image_processor, folder: Path, count: int = 8) -> list[Path]:
+    """PNG images for comparing clients: at the processor's resize size (so that no client resamples them), smooth
+    random colours, and only those where PyTorch's top logit leads the runner-up by DECISIVE_MARGIN of the logits'
+    range (a near tie can flip on float rounding or int8 noise alone, which says nothing about the export)."""
+    from PIL import Image
+
+    size = image_processor.size
+    side = size.get("shortest_edge") or size.get("height")
+    generator = np.random.default_rng(0)
+    kept: list[Path] = []
+    for attempt in range(20 * count):
+        coarse = generator.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((side, side), Image.Resampling.BILINEAR)
+        pixel_values = image_processor(image, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            logits = model(pixel_values).logits[0]
+        top2 = logits.topk(2).values
+        if top2[0] - top2[1] >= DECISIVE_MARGIN * (logits.max() - logits.min()):
+            kept.append(folder / f"check-{attempt}.png")
+            image.save(kept[-1])
+        if len(kept) == count:
+            break
+    return kept
+
+
+DECISIVE_MARGIN = 0.2
+
+
+@dataclass
+class ClientCheck:
+    """How a JavaScript client's top-1 classes compared with PyTorch's on the same images."""
+
+    client: str
+    images: int
+    top1_agreement: float
+    max_score_difference: float
+
+
+def check_in_transformers_js(model: nn.Module, export_dir: Path, image_processor) -> list[ClientCheck]:
+    """Load `export_dir` in Transformers.js (Node, offline) and classify decisive images with each ONNX file; raise
+    OnnxExportError unless every top-1 class is PyTorch's."""
+    import tempfile
+
+    from PIL import Image
+
+    from pvt_tools.node_clients import NodeClientError, classify_with_transformers_js
+
+    names = model.config.id2label
+    checks = []
+    with tempfile.TemporaryDirectory() as folder:
+        images = decisive_check_images(model, image_processor, Path(folder))
+        if not images:
+            raise OnnxExportError(
+                "No check image gave PyTorch a clear top class, so Transformers.js could not be compared with it."
+            )
+        pixel_values = image_processor([Image.open(path) for path in images], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            probabilities = model(pixel_values).logits.softmax(-1)
+        expected = [names[int(index)] for index in probabilities.argmax(-1)]
+        dtypes = ["fp32"] + (["q8"] if (export_dir / ONNX_SUBFOLDER / QUANTIZED_MODEL_FILE).is_file() else [])
+        for dtype in dtypes:
+            try:
+                results = classify_with_transformers_js(export_dir, images, dtype)
+            except NodeClientError as error:
+                raise OnnxExportError(f"Transformers.js could not run the export ({dtype}): {error}") from error
+            labels = [result[0]["label"] for result in results]
+            agreement = float(np.mean([got == want for got, want in zip(labels, expected)]))
+            difference = max(abs(result[0]["score"] - float(row.max())) for result, row in zip(results, probabilities))
+            checks.append(ClientCheck(f"Transformers.js {dtype}", len(images), agreement, difference))
+            if agreement < 1:
+                raise OnnxExportError(
+                    f"Transformers.js ({dtype}) gives PyTorch's top-1 class on only {agreement:.0%} of "
+                    f"{len(images)} check images ({labels} vs {expected}). The folder was not kept."
+                )
+    return checks
 
 
 def export_onnx(
@@ -399,21 +624,39 @@ def export_onnx(
     task: str = "image-classification",
     opset: int = DEFAULT_OPSET,
     quantize: str | None = None,
+    repo_id: str | None = None,
+    check_transformers_js: bool = False,
 ) -> tuple[Path, list[VerificationReport]]:
     """Export the PVT in `model_name_or_path` to `output_dir` (see the module docstring); return the folder and what
-    was verified. All checks happen before anything is written; the folder appears only when complete and verified."""
+    was verified (with check_transformers_js, also Transformers.js's `ClientCheck`s). All checks of the input happen
+    before anything is written; the folder appears only when complete and verified."""
     check_task(task)
     check_opset(opset)
     check_quantize(quantize)
     output_dir = Path(output_dir).resolve()
     check_output_dir(output_dir)
+    if check_transformers_js:
+        if task != "image-classification":
+            raise OnnxExportError(
+                "Transformers.js has no backbone pipeline: --check_transformers_js is for --task image-classification."
+            )
+        from pvt_tools.node_clients import NodeClientError, check_node_clients
+
+        try:
+            check_node_clients()
+        except NodeClientError as error:
+            raise OnnxExportError(
+                f"{str(error).rstrip('.')}; or leave out --check_transformers_js. Nothing was written."
+            ) from error
     model = load_model_for_task(model_name_or_path, task)
 
     from pvt_tools.hub import set_shared_file_modes, staging_folder
 
     with staging_folder(output_dir.parent, output_dir.name) as staging:
         reports = write_verified_onnx_files(model, task, staging / ONNX_SUBFOLDER, opset=opset, quantize=quantize)
-        save_model_files(model, model_name_or_path, staging)
+        save_model_files(model, model_name_or_path, staging, task, repo_id=repo_id, quantize=quantize)
+        if check_transformers_js:
+            reports += check_in_transformers_js(model, staging, load_image_processor(model, model_name_or_path))
         set_shared_file_modes(staging)
         check_output_dir(output_dir)  # nothing appeared there meanwhile
         if output_dir.exists():
@@ -493,13 +736,19 @@ def score_exported_classifier(
 
 
 __all__ = [
+    "DEFAULT_INT8",
     "DEFAULT_OPSET",
+    "QUANTIZATIONS",
     "TASKS",
+    "ClientCheck",
     "OnnxExportError",
-    "score_exported_classifier",
+    "check_in_transformers_js",
     "export_onnx",
-    "export_program",
+    "optimize_for_onnxruntime",
     "quantize_int8",
+    "render_onnx_card",
+    "score_exported_classifier",
+    "transformers_js_config",
     "verify_onnx",
     "write_onnx",
     "write_verified_onnx_files",

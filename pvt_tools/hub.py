@@ -28,7 +28,9 @@ deleted. A training run exports into its own output directory, beside its checkp
 `beside_other_files=True`: there each export file is written whole and moved into place on its own, and nothing
 else in the folder is touched (so `from_pretrained(output_dir)` works, as with Transformers' examples).
 
-`validate_export_dir(path)` checks a folder against this format (used by push_to_hub.py and local_hub_cache.py).
+`validate_export_dir(path)` checks a folder against this format, or against the ONNX repository folder that
+`pvt-export-onnx` writes for a classifier (`ONNX_EXPORT_FILES`; see pvt_tools/export.py), the two kinds of folder
+that `pvt-push` publishes and `pvt-local-cache` places.
 """
 
 import hashlib
@@ -288,33 +290,60 @@ def write_variant_cards(folder: str | os.PathLike) -> list[Path]:
     return written
 
 
+# The folder of an ONNX repository (pvt-export-onnx of an image classifier): what Transformers.js loads, no weights.
+ONNX_EXPORT_FILES = ("README.md", "config.json", "preprocessor_config.json", f"{ONNX_FOLDER}/model.onnx")
+WRITE_EXPORT_HINT = (
+    "Write a PyTorch repository folder with pvt_tools.hub.export_model (pvt-train, pvt-finetune-trainer and "
+    "pvt-convert write one into their --output_dir), or an ONNX repository folder from one with `pvt-export-onnx "
+    "--model <that folder> --output <new folder>`"
+)
+
+
+def read_config_json(path: Path, problems: list[str]) -> dict:
+    """config.json as a dict ({} with a problem noted when it is missing or not JSON)."""
+    if not (path / "config.json").is_file():
+        return {}
+    try:
+        return json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        problems.append(f"config.json is not valid JSON ({error})")
+        return {}
+
+
+def is_onnx_export(path: Path) -> bool:
+    """An ONNX repository folder: config.json of Transformers' built-in "pvt" beside onnx/, and no weights."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return config.get("model_type") == "pvt" and (path / ONNX_FOLDER).is_dir()
+
+
 def validate_export_dir(path: str | os.PathLike) -> Path:
-    """Raise ExportError listing everything that keeps `path` from being a Hub-ready PVT export."""
+    """Raise ExportError listing everything that keeps `path` from being a Hub-ready PVT export: a PyTorch
+    repository folder (export_model; model_type "pvt_v1", trust_remote_code) or an ONNX repository folder
+    (pvt-export-onnx of a classifier; model_type "pvt", what Transformers.js loads)."""
     path = Path(path)
     if not path.is_dir():
-        raise ExportError(f"{path} is not a directory: give the folder that export_model (or a conversion) wrote.")
-    problems = [f"missing {name}" for name in EXPORT_FILES if not (path / name).is_file()]
+        raise ExportError(f"{path} is not a directory: give the folder that export_model or pvt-export-onnx wrote.")
+    expected = ONNX_EXPORT_FILES if is_onnx_export(path) else EXPORT_FILES
+    problems = [f"missing {name}" for name in expected if not (path / name).is_file()]
     problems += [
         f"pickle file {child.name} (only safetensors are published)"
         for child in sorted(path.iterdir())
         if child.suffix in PICKLE_SUFFIXES
     ]
-    if (path / "config.json").is_file():
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except json.JSONDecodeError as error:
-            problems.append(f"config.json is not valid JSON ({error})")
-        else:
-            if config.get("model_type") != "pvt_v1":
-                problems.append(f"config.json has model_type {config.get('model_type')!r}, not 'pvt_v1'")
-            missing_auto = [name for name in AUTO_CLASSES if name not in (config.get("auto_map") or {})]
-            if missing_auto:
-                problems.append(f"config.json auto_map lacks {missing_auto}")
+    config = read_config_json(path, problems)
+    if config and expected is EXPORT_FILES:
+        if config.get("model_type") != "pvt_v1":
+            problems.append(f"config.json has model_type {config.get('model_type')!r}, not 'pvt_v1'")
+        missing_auto = [name for name in AUTO_CLASSES if name not in (config.get("auto_map") or {})]
+        if missing_auto:
+            problems.append(f"config.json auto_map lacks {missing_auto}")
+    if config and expected is ONNX_EXPORT_FILES and not config.get("id2label"):
+        problems.append("config.json has no id2label (the class names Transformers.js shows)")
     if problems:
-        raise ExportError(
-            f"{path} is not a Hub-ready PVT export: {'; '.join(problems)}. Write it with hub_export.export_model "
-            "(scripts/convert_official_checkpoint.py and scripts/train.py do)."
-        )
+        raise ExportError(f"{path} is not a Hub-ready PVT export: {'; '.join(problems)}. {WRITE_EXPORT_HINT}.")
     return path
 
 
@@ -526,6 +555,8 @@ def published_files(model_dir: Path) -> list[str]:
     """The paths, relative to a valid export folder, of what a push publishes and the local Hub cache holds: the
     export files, then the ONNX graphs (onnx/*.onnx) when the export has them."""
     onnx_files = [f"{ONNX_FOLDER}/{path.name}" for path in sorted((model_dir / ONNX_FOLDER).glob("*.onnx"))]
+    if is_onnx_export(model_dir):
+        return [*sorted(name for name in ONNX_EXPORT_FILES if "/" not in name), *onnx_files]
     return [*sorted(EXPORT_FILES), *onnx_files]
 
 

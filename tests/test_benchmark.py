@@ -286,11 +286,13 @@ def test_main_writes_table_json_and_plot(tmp_path, capsys):
 DEPLOYMENT_IMPLEMENTATIONS = [
     "builtin_eager_float32",
     "ours_eager_float32",
-    "builtin_eager_bfloat16",
-    "ours_eager_bfloat16",
+    "onnxruntime_float32_plain",
     "onnxruntime_float32",
-    "onnxruntime_int8",
+    "onnxruntime_int8_matmul",
+    "onnxruntime_int8_dynamic",
+    "onnxruntime_int8_matmul_uint8",
 ]
+DEPLOYMENT_ONNX_FILES = [name for name in DEPLOYMENT_IMPLEMENTATIONS if name.startswith("onnxruntime")]
 
 
 def test_deployment_main_reports_what_it_measured(tmp_path, monkeypatch, capsys):
@@ -315,7 +317,7 @@ def test_deployment_main_reports_what_it_measured(tmp_path, monkeypatch, capsys)
     assert results["command"] == "python -m pvt_tools.benchmark.deployment " + " ".join(arguments)
     assert markdown.read_text() in capsys.readouterr().out
 
-    # Each round times every implementation once, in the order above: 2 batch sizes x 2 rounds x 6.
+    # Each round times every implementation once, in the order above: 2 batch sizes x 2 rounds x 7.
     assert len(measured) == 2 * 2 * len(DEPLOYMENT_IMPLEMENTATIONS)
     timings = {}
     for index, (batch_size, value) in enumerate(measured):
@@ -330,6 +332,8 @@ def test_deployment_main_reports_what_it_measured(tmp_path, monkeypatch, capsys)
         assert row["images_per_second"] == round(statistics.median(values), 2)
         assert (row["min"], row["max"]) == (round(min(values), 2), round(max(values), 2))
         assert row["ratio_vs_builtin_eager_float32"] == round(statistics.median(values) / reference, 3)
+        best_reference = max(timings[("builtin_eager_float32", batch_size)])
+        assert row["best_round_ratio_vs_builtin_eager_float32"] == round(max(values) / best_reference, 3)
         assert f"| {name} | {batch_size} | {row['images_per_second']:.1f} | " in table
     assert all(
         rows[("builtin_eager_float32", batch_size)]["ratio_vs_builtin_eager_float32"] == 1 for batch_size in (1, 2)
@@ -337,8 +341,10 @@ def test_deployment_main_reports_what_it_measured(tmp_path, monkeypatch, capsys)
 
     # The ONNX Runtime profile is taken at the largest batch; each is a share of the kernel time.
     profile_shares = results["onnxruntime_operator_time_share"]
-    assert set(profile_shares) == {"onnxruntime_float32 batch 2", "onnxruntime_int8 batch 2"}
+    assert set(profile_shares) == {f"{name} batch 2" for name in DEPLOYMENT_ONNX_FILES}
     for shares in profile_shares.values():
         assert shares and all(0 < share <= 1 for share in shares.values()) and sum(shares.values()) <= 1.0001
-    assert set(results["file_sizes_mb"]) == {"model.onnx", "model_quantized.onnx"}
-    assert results["file_sizes_mb"]["model_quantized.onnx"] < results["file_sizes_mb"]["model.onnx"]
+    sizes = results["file_sizes_mb"]
+    assert set(sizes) == set(DEPLOYMENT_ONNX_FILES)
+    assert sizes["onnxruntime_int8_dynamic"] <= sizes["onnxruntime_int8_matmul"] < sizes["onnxruntime_float32"]
+    assert set(results["environment"]["cpu_features"]) <= set(deployment.CPU_FEATURES)

@@ -1,17 +1,19 @@
-"""ONNX export: one graph for every batch and image size, equal to PyTorch eager; int8; nothing written on failure."""
+"""ONNX export: one graph for every batch and image size, equal to PyTorch eager; int8; the folder Transformers.js
+(Node) and onnxruntime-web run and pvt-push publishes; nothing written on failure."""
 
+import json
+import os
 import shutil
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from modeling_pvt import PvtBackbone, PvtForImageClassification
 from pvt_tools import export
 from pvt_tools.commands import export_onnx as export_command
-from pvt_tools.export import OnnxExportError, export_onnx, export_program, onnx_session
+from pvt_tools.export import OnnxExportError, export_onnx, onnx_session
 from pvt_tools.training.data import DataError
 from tests.conftest import tiny_config
 
@@ -20,8 +22,11 @@ UNSEEN_INPUTS = [(1, 32, 32), (3, 97, 161), (2, 320, 256), (5, 33, 250)]
 
 
 def small_config(**overrides):
-    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap."""
-    return tiny_config(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], **overrides)
+    """One layer a stage (the fastest export that has it all); the paper's reduction ratios keep large inputs cheap;
+    MLPs that run in chunks of 64 tokens without gradients (as pvt-small's 3,136 tokens do in chunks of 2,048), which
+    an export must not trace as a fixed number of chunks."""
+    settings = dict(depths=[1, 1, 1, 1], sequence_reduction_ratios=[8, 4, 2, 1], inference_mlp_chunk_size=64)
+    return tiny_config(**{**settings, **overrides})
 
 
 def random_pixels(batch_size: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -37,34 +42,17 @@ def classifier_folder(tmp_path_factory):
     return folder, model
 
 
-def export_recording_program(*args, **kwargs):
-    """export_onnx, also returning the torch.export program it translated (exports take tens of seconds: once)."""
-    programs = []
-    original = export.export_program
-
-    def recording(model, task):
-        programs.append(original(model, task))
-        return programs[-1]
-
-    export.export_program = recording
-    try:
-        folder, reports = export_onnx(*args, **kwargs)
-    finally:
-        export.export_program = original
-    return folder, reports, programs[0]
-
-
 @pytest.fixture(scope="module")
 def classifier_export(classifier_folder, tmp_path_factory):
-    """float32 + int8 export of the tiny classifier, and its torch.export program."""
+    """float32 + int8 export of the tiny classifier (exports take tens of seconds: once)."""
     folder, _ = classifier_folder
-    return export_recording_program(folder, tmp_path_factory.mktemp("classifier_onnx") / "out", quantize="int8")
+    return export_onnx(folder, tmp_path_factory.mktemp("classifier_onnx") / "out", quantize="int8")
 
 
 @pytest.fixture(scope="module")
 def backbone_export(classifier_folder, tmp_path_factory):
     folder, _ = classifier_folder
-    return export_recording_program(folder, tmp_path_factory.mktemp("backbone_onnx") / "out", task="backbone")
+    return export_onnx(folder, tmp_path_factory.mktemp("backbone_onnx") / "out", task="backbone")
 
 
 def listing(folder):
@@ -79,41 +67,33 @@ def test_eager_keeps_the_native_grid_shortcut():
         assert stage.interpolate_pos_encoding(*stage.grid_size).data_ptr() == stored.data_ptr()
 
 
-def test_torch_export_is_one_graph_for_every_size(classifier_folder, classifier_export):
-    _, model = classifier_folder
-    exported = classifier_export[2].module()
-    for batch_size, height, width in [(2, 64, 64), *UNSEEN_INPUTS]:
-        pixel_values = random_pixels(batch_size, height, width)
-        with torch.no_grad():
-            expected = model(pixel_values).logits
-        (actual,) = exported(pixel_values)
-        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+def test_write_onnx_leaves_the_model_as_it_was(monkeypatch, tmp_path):
+    """The exporter traces in evaluation mode; the model's mode is restored, also when the export fails."""
+    from transformers.exporters import OnnxExporter
 
-
-def test_export_program_leaves_the_model_as_it_was(monkeypatch):
-    """Evaluation mode and the contiguous-input hooks hold only while tracing, also when tracing fails."""
     model = PvtForImageClassification(small_config()).train()
     seen = {}
 
-    def failing_export(module, args, dynamic_shapes):
-        seen["training"] = model.training
-        seen["hooks"] = sum(len(layer._forward_pre_hooks) for layer in model.modules() if isinstance(layer, nn.Conv2d))
+    def failing_export(self, module, sample_inputs, config):
+        seen.update(training=module.training, dynamic=config.dynamic, shape=tuple(sample_inputs["pixel_values"].shape))
+        seen["chunk_sizes"] = {layer.inference_mlp_chunk_size for layer in module.pvt.stages[0].layers}
         raise RuntimeError("tracing failed")
 
-    monkeypatch.setattr(torch.export, "export", failing_export)
+    monkeypatch.setattr(OnnxExporter, "export", failing_export)
     with pytest.raises(RuntimeError, match="tracing failed"):
-        export_program(model, "image-classification")
-    assert seen == {"training": False, "hooks": 7}  # 4 patch embeddings, 3 reductions (ratio 1 in the last stage)
+        export.write_onnx(model, "image-classification", tmp_path / "model.onnx")
+    assert seen == {"training": False, "dynamic": True, "shape": (2, 3, 64, 64), "chunk_sizes": {0}}
     assert all(module.training for module in model.modules())
-    assert not any(layer._forward_pre_hooks for layer in model.modules())
+    assert {layer.inference_mlp_chunk_size for layer in model.pvt.stages[0].layers} == {64}
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_export):
     _, model = classifier_folder
-    folder, reports, _ = classifier_export
+    folder, reports = classifier_export
     assert listing(folder) == [
+        "README.md",
         "config.json",
-        "configuration_pvt.py",
         "onnx",
         "onnx/model.onnx",
         "onnx/model_quantized.onnx",
@@ -131,14 +111,20 @@ def test_onnx_classifier_runs_at_unseen_sizes(classifier_folder, classifier_expo
         (actual,) = session.run(["logits"], {"pixel_values": pixel_values.numpy()})
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
     assert reports[0].max_relative_difference <= export.FLOAT32_TOLERANCE
+    # ONNX Runtime's transformer fusions: each exact GELU (Erf ...) is one BiasGelu, each residual addition with the
+    # LayerNorm after it one SkipLayerNormalization (4 layers: 4 MLPs, 8 residual additions).
+    op_types = [node.op_type for node in graph.node]
+    assert "Erf" not in op_types and op_types.count("BiasGelu") == 4
+    assert op_types.count("SkipLayerNormalization") == 8
 
 
 def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_export):
     _, model = classifier_folder
-    folder, reports, _ = classifier_export
+    folder, reports = classifier_export
     float_path, quantized_path = folder / "onnx" / "model.onnx", folder / "onnx" / "model_quantized.onnx"
     op_types = {node.op_type for node in onnx.load(str(quantized_path)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types
+    assert "ConvInteger" not in op_types and "Conv" in op_types  # the default quantizes the MatMuls only
     assert quantized_path.stat().st_size < float_path.stat().st_size
     assert reports[1].file == "model_quantized.onnx" and reports[1].top1_agreement >= export.INT8_MIN_TOP1_AGREEMENT
     pixel_values = random_pixels(6, 70, 90, seed=4)
@@ -150,21 +136,19 @@ def test_int8_file_is_quantized_and_verified(classifier_folder, classifier_expor
 
 
 def test_backbone_export_gives_every_stage_at_unseen_sizes(classifier_folder, backbone_export):
-    """torch.export program and ONNX file of PvtBackbone against eager, up to detection sizes."""
+    """The ONNX file of PvtBackbone against eager, up to detection sizes."""
     folder, _ = classifier_folder
-    output, _, program = backbone_export
+    output, _ = backbone_export
+    assert json.loads((output / "config.json").read_text())["model_type"] == "pvt_v1"  # not a Transformers.js folder
     backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage2", "stage3", "stage4"]).eval()
     session = onnx_session(output / "onnx" / "model.onnx")
     assert [value.name for value in session.get_outputs()] == ["stage1", "stage2", "stage3", "stage4"]
-    exported = program.module()
     for batch_size, height, width in [(1, 512, 640), (1, 800, 1216), (2, 41, 75)]:
         pixel_values = random_pixels(batch_size, height, width, seed=5)
         with torch.no_grad():
             expected = [feature_map.numpy() for feature_map in backbone(pixel_values).feature_maps]
-            from_program = [tensor.numpy() for tensor in exported(pixel_values)]
         from_onnx = session.run(None, {"pixel_values": pixel_values.numpy()})
-        for want, got_program, got_onnx in zip(expected, from_program, from_onnx, strict=True):
-            np.testing.assert_allclose(got_program, want, atol=1e-4, rtol=1e-4)
+        for want, got_onnx in zip(expected, from_onnx, strict=True):
             np.testing.assert_allclose(got_onnx, want, atol=1e-4, rtol=1e-4)
         assert [got.shape[-2:] for got in from_onnx] == [(height // 4 >> i, width // 4 >> i) for i in range(4)]
 
@@ -190,7 +174,7 @@ def test_bad_inputs_are_refused_and_nothing_is_written(classifier_folder, tmp_pa
         ({"model_name_or_path": folder, "output_dir": tmp_path / "e", "opset": 99}, "cannot write ONNX opset 99"),
         (
             {"model_name_or_path": folder, "output_dir": tmp_path / "f", "quantize": "int4"},
-            "Unknown quantization 'int4'",
+            "Unknown quantization 'int4': choose one of int8 ",
         ),
         ({"model_name_or_path": folder, "output_dir": occupied}, "is not an empty folder"),
     ]
@@ -226,7 +210,7 @@ def copy_existing_export(source):
 
 def test_failed_verification_leaves_nothing(classifier_folder, classifier_export, tmp_path, monkeypatch):
     folder, _ = classifier_folder
-    exported, _, _ = classifier_export
+    exported, _ = classifier_export
     monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
     real_session = export.onnx_session
 
@@ -252,7 +236,7 @@ def test_hub_export_model_includes_onnx(classifier_folder, classifier_export, tm
     from pvt_tools.hub import export_model, plan_upload, validate_export_dir
 
     _, model = classifier_folder
-    exported, _, _ = classifier_export
+    exported, _ = classifier_export
     monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
     output = export_model(model, tmp_path / "export", onnx=True)
     assert (output / "onnx" / "model.onnx").is_file() and (output / "onnx").stat().st_mode & 0o777 == 0o755
@@ -340,3 +324,159 @@ def test_evaluate_without_data_flags_names_them_before_exporting(classifier_fold
     with pytest.raises(DataError, match=r"--evaluate needs the images to score .* \(--dataset_name"):
         export_command.main(["--model", str(folder), "--output", str(tmp_path / "out"), "--evaluate"])
     assert not (tmp_path / "out").exists()
+
+
+# --- The folder's clients: Transformers.js and onnxruntime-web (Node), pvt-push, Python's loaders ---------------
+
+REQUIRE_NODE_ENV = "PVT_REQUIRE_NODE"
+
+
+def node_clients():
+    """Node with the pinned packages (`make node-packages`); fails where they must be there (CI sets
+    PVT_REQUIRE_NODE=1), else skips saying how to get them."""
+    from pvt_tools.node_clients import NodeClientError, check_node_clients
+
+    try:
+        check_node_clients()
+    except NodeClientError as error:
+        if os.environ.get(REQUIRE_NODE_ENV) == "1":
+            pytest.fail(str(error), pytrace=False)
+        pytest.skip(str(error))
+
+
+def clear_cut_images(model, image_processor, folder, count: int = 6):
+    """PNG images at the processor's resize size (no client resamples them) on which the tiny random model's top
+    logit leads the runner-up by a fifth of the logits' range: its top-1 class is a fact about the network, not a
+    near tie that float rounding or int8 noise could flip. Returns the paths and PyTorch's probabilities."""
+    from PIL import Image
+
+    side = image_processor.size["shortest_edge"]
+    rng = np.random.default_rng(7)
+    paths, probabilities = [], []
+    while len(paths) < count:
+        image = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)).resize((side, side))
+        with torch.no_grad():
+            logits = model(image_processor(image, return_tensors="pt")["pixel_values"]).logits[0]
+        top2 = logits.topk(2).values
+        if top2[0] - top2[1] >= 0.2 * (logits.max() - logits.min()):
+            paths.append(folder / f"{len(paths)}.png")
+            image.save(paths[-1])
+            probabilities.append(logits.softmax(-1).numpy())
+    return paths, np.stack(probabilities)
+
+
+def test_transformers_js_runs_the_export_offline_with_pytorchs_top1(classifier_folder, classifier_export, tmp_path):
+    """Transformers.js's image-classification pipeline (Node, env.allowRemoteModels = false) loads the folder as it
+    is, fp32 (onnx/model.onnx) and q8 (onnx/model_quantized.onnx), and names PyTorch's top-1 class every time."""
+    from pvt_tools.hub import official_eval_image_processor
+    from pvt_tools.node_clients import classify_with_transformers_js
+
+    node_clients()
+    _, model = classifier_folder
+    output, _ = classifier_export
+    images, expected = clear_cut_images(model, official_eval_image_processor(64), tmp_path)
+    names = [model.config.id2label[index] for index in expected.argmax(-1)]
+    for dtype, tolerance in (("fp32", 1e-4), ("q8", 0.02)):
+        results = classify_with_transformers_js(output, images, dtype)
+        assert [result[0]["label"] for result in results] == names, dtype
+        scores = np.array([result[0]["score"] for result in results])
+        np.testing.assert_allclose(scores, expected.max(-1), atol=tolerance, err_msg=dtype)
+
+
+def test_onnxruntime_web_runs_both_files(classifier_folder, classifier_export):
+    """The browser runtime (onnxruntime-web, WebAssembly backend, under Node) runs the quantized file with ONNX
+    Runtime's own results, and the float32 file (with its fused contrib operators) with PyTorch's."""
+    from pvt_tools.node_clients import run_with_onnxruntime_web
+
+    node_clients()
+    _, model = classifier_folder
+    output, _ = classifier_export
+    pixel_values = random_pixels(3, 64, 80, seed=8)
+    with torch.no_grad():
+        expected = model(pixel_values).logits.numpy()
+    quantized = output / "onnx" / "model_quantized.onnx"
+    from_web = run_with_onnxruntime_web(quantized, pixel_values.numpy())
+    (from_python,) = onnx_session(quantized).run(["logits"], {"pixel_values": pixel_values.numpy()})
+    np.testing.assert_allclose(from_web, from_python, atol=1e-4)
+    assert np.linalg.norm(from_web - expected) / np.linalg.norm(expected) < export.INT8_MAX_RELATIVE_ERROR
+    np.testing.assert_allclose(
+        run_with_onnxruntime_web(output / "onnx" / "model.onnx", pixel_values.numpy()), expected, atol=1e-4
+    )
+
+
+def test_the_onnx_folder_is_publishable_and_python_sees_what_it_is(classifier_folder, classifier_export, capsys):
+    """pvt-push --dry-run accepts it (exactly its five files); the card names the library and the pipeline;
+    Python's AutoConfig reads Transformers' built-in PvtConfig with the model's labels, and no PyTorch model
+    loads from it (it has no weights) instead of a silently random one."""
+    import transformers
+    from huggingface_hub import ModelCard
+
+    from pvt_tools.commands import push
+
+    _, model = classifier_folder
+    output, _ = classifier_export
+    assert push.main(["--model_dir", str(output), "--repo_id", "me/tiny-pvt-onnx", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    listed = [line.split()[-1] for line in printed.splitlines()[1:]]
+    assert listed == [
+        "README.md",
+        "config.json",
+        "preprocessor_config.json",
+        "onnx/model.onnx",
+        "onnx/model_quantized.onnx",
+    ]
+    card = ModelCard.load(output / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers.js", "image-classification")
+    config = transformers.AutoConfig.from_pretrained(output)
+    assert type(config) is transformers.PvtConfig and config.model_type == "pvt"
+    assert config.id2label == model.config.id2label
+    assert (config.hidden_sizes, config.depths) == (model.config.hidden_sizes, model.config.depths)
+    with pytest.raises(OSError, match="model.safetensors|pytorch_model.bin|does not appear to have"):
+        transformers.AutoModelForImageClassification.from_pretrained(output)
+
+
+def test_check_transformers_js_in_the_command(classifier_folder, classifier_export, tmp_path, monkeypatch, capsys):
+    """--check_transformers_js runs the new folder in Transformers.js before it is moved into place."""
+    node_clients()
+    folder, _ = classifier_folder
+    exported, _ = classifier_export
+    monkeypatch.setattr(export, "write_onnx", copy_existing_export(exported / "onnx" / "model.onnx"))
+    result = export_command.main(
+        ["--model", str(folder), "--output", str(tmp_path / "out"), "--quantize", "int8", "--check_transformers_js"]
+    )
+    checks = [report for report in result["verified"] if isinstance(report, export.ClientCheck)]
+    assert [(check.client, check.top1_agreement) for check in checks] == [
+        ("Transformers.js fp32", 1.0),
+        ("Transformers.js q8", 1.0),
+    ]
+    assert "Transformers.js q8: PyTorch's top-1 class on 100% of" in capsys.readouterr().out
+
+
+def test_missing_node_is_one_error_before_anything_is_written(classifier_folder, tmp_path, monkeypatch):
+    from pvt_tools import node_clients
+
+    folder, _ = classifier_folder
+    monkeypatch.setattr(node_clients.shutil, "which", lambda name: None)
+    with pytest.raises(OnnxExportError, match=r"Node.js is not installed .*`make node-packages`.*Nothing was written"):
+        export_onnx(folder, tmp_path / "out", check_transformers_js=True)
+    monkeypatch.setenv(node_clients.PACKAGES_ENV, str(tmp_path / "no-packages"))
+    monkeypatch.setattr(node_clients.shutil, "which", lambda name: "/usr/bin/node")
+    with pytest.raises(OnnxExportError, match=r"@huggingface/transformers, onnxruntime-web not installed"):
+        export_onnx(folder, tmp_path / "out", check_transformers_js=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_not_a_pvt_classifier_is_refused_by_push(tmp_path, capsys):
+    """The refusal names what exists: pvt_tools.hub.export_model and pvt-export-onnx."""
+    from transformers import ViTConfig
+
+    from pvt_tools.commands import push
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "vit")
+    assert push.main(["--model_dir", str(tmp_path / "vit"), "--repo_id", "me/x", "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "model_type 'vit', not 'pvt_v1'" in error
+    assert "pvt_tools.hub.export_model" in error and "pvt-export-onnx --model" in error
+    from pvt_tools import hub
+
+    assert callable(hub.export_model)

@@ -254,7 +254,6 @@ def test_unknown_variant_names_get_the_same_did_you_mean(tmp_path, capsys):
 
 def test_light_copies_of_names_match_their_sources():
     """The names commands check before torch is imported are the ones the torch-side modules define."""
-    from pvt_tools import export
     from pvt_tools.benchmark import plan
     from pvt_tools.training import detection, segmentation, segmentation_data
 
@@ -263,11 +262,6 @@ def test_light_copies_of_names_match_their_sources():
     assert dense_arguments.SEGMENTATION_ARCHITECTURES == segmentation.ARCHITECTURES
     assert dense_arguments.SEGMENTATION_TASKS == segmentation_data.TASKS
     assert (benchmark.CASES, benchmark.MEMORY_CASES) == (plan.CASES, plan.MEMORY_CASES)
-    assert (export_onnx.TASKS, export_onnx.QUANTIZATIONS, export_onnx.DEFAULT_OPSET) == (
-        export.TASKS,
-        export.QUANTIZATIONS,
-        export.DEFAULT_OPSET,
-    )
 
 
 # --- a checkpoint carrying code -----------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
 # Copyright 2026 The PVT-for-Transformers authors. Licensed under the Apache License, Version 2.0.
 """`pvt-export-onnx`: a PVT model folder (or Hub repo id) -> ONNX files checked in ONNX Runtime.
 
-    pvt-export-onnx --model exports/pvt-small --output exports/pvt-small-onnx \\
-        [--task image-classification|backbone] [--opset 18] [--quantize int8]
+    pvt-export-onnx --model runs/fashion --output exports/fashion-onnx --quantize int8 \\
+        [--repo_id my-org/fashion-pvt-onnx] [--check_transformers_js]
     pvt-export-onnx --model runs/fashion --output exports/fashion-onnx --quantize int8 \\
         --evaluate --dataset_name data/fashion-mnist          # score on the data's test split
+    pvt-export-onnx --model exports/pvt-small --output exports/pvt-small-backbone --task backbone
 
-Writes <output>/onnx/model.onnx (and onnx/model_quantized.onnx with --quantize int8), config.json and
-preprocessor_config.json: the layout Transformers.js and Optimum read. One graph serves every batch size and image
-size (each side at least 32 pixels for the paper's models). Each file is run in ONNX Runtime against PyTorch before
-the folder appears; a failed check, or bad input, leaves nothing written. --evaluate then scores PyTorch and each
+For an image classifier, writes the folder of an ONNX repository that Transformers.js loads as it is and pvt-push
+publishes: onnx/model.onnx (float32), onnx/model_quantized.onnx (--quantize; Transformers.js's dtype "q8"),
+config.json (model_type "pvt", Transformers' built-in PvtConfig, the labels), preprocessor_config.json and README.md
+(library transformers.js; no PyTorch weights: the PyTorch model stays the pvt_v1 folder it came from). A backbone
+gives onnx/model.onnx with one output per stage and the model's own config.json. One graph serves every batch size
+and image size (each side at least 32 pixels for the paper's models). Each file is run in ONNX Runtime against
+PyTorch (and with --check_transformers_js in Transformers.js under Node) before the folder appears; a failed check,
+or bad input, leaves nothing written. --evaluate then scores PyTorch and each
 file side by side (top-1 accuracy, images/s) on the data named by pvt-train's data flags (--dataset_name,
 --train_dir / --validation_dir, ...): its test split when it has one, else its validation split. Without data flags
 only a model of the ten digits (`make demo`) is scored, on the demo's 270 validation digits.
@@ -19,14 +24,9 @@ from dataclasses import dataclass, field
 
 from transformers.hf_argparser import HfArgumentParser
 
+from pvt_tools.export_options import DEFAULT_OPSET, QUANTIZATIONS, TASKS
 from pvt_tools.training.arguments import DIGIT_NAMES, DataArguments, DataError
 from pvt_tools.usage import check_model_reference, run_console_command
-
-# pvt_tools.export's TASKS, QUANTIZATIONS and DEFAULT_OPSET (which imports torch), named here so that `--help`
-# answers at once; tests/test_usage.py keeps them equal.
-TASKS = ("image-classification", "backbone")
-QUANTIZATIONS = ("int8",)
-DEFAULT_OPSET = 18
 
 
 @dataclass
@@ -36,7 +36,21 @@ class ExportArguments:
     task: str = field(default="image-classification", metadata={"help": f"One of {', '.join(TASKS)}."})
     opset: int = field(default=DEFAULT_OPSET, metadata={"help": f"ONNX opset (default {DEFAULT_OPSET})."})
     quantize: str | None = field(
-        default=None, metadata={"help": f"Also write an int8 file ({', '.join(QUANTIZATIONS)})."}
+        default=None,
+        metadata={
+            "help": "Also write onnx/model_quantized.onnx: "
+            + "; ".join(f"{name} ({meaning})" for name, meaning in QUANTIZATIONS.items())
+        },
+    )
+    repo_id: str | None = field(
+        default=None, metadata={"help": "The org/name the model card's examples load (the ONNX repository)."}
+    )
+    check_transformers_js: bool = field(
+        default=False,
+        metadata={
+            "help": "Also load the folder in Transformers.js (Node, offline) and require PyTorch's top-1 class "
+            "from each file (needs Node and `make node-packages`)."
+        },
     )
     evaluate: bool = field(
         default=False,
@@ -76,15 +90,34 @@ def main(argv: list[str] | None = None) -> dict:
     """Export; return {"output": folder, "verified": [...], "scores": [ScoredFile, ...]} (scores with --evaluate)."""
     args, data_args = parse_args(argv)
     check_model_reference("--model", args.model)
-    from pvt_tools.export import OnnxExportError, export_onnx, score_exported_classifier  # torch: after the flags
+    from pvt_tools.export import (  # torch: after the flags
+        ClientCheck,
+        OnnxExportError,
+        export_onnx,
+        score_exported_classifier,
+    )
 
     if args.evaluate and args.task != "image-classification":
         raise OnnxExportError(f"--evaluate scores classifiers; --task {args.task} has no accuracy to score.")
     if args.evaluate:
         data_args = data_to_score_on(args, data_args)  # before the export: a missing flag costs nothing
-    folder, reports = export_onnx(args.model, args.output, task=args.task, opset=args.opset, quantize=args.quantize)
+    folder, reports = export_onnx(
+        args.model,
+        args.output,
+        task=args.task,
+        opset=args.opset,
+        quantize=args.quantize,
+        repo_id=args.repo_id,
+        check_transformers_js=args.check_transformers_js,
+    )
     result = {"output": folder, "verified": reports, "scores": []}
     for report in reports:
+        if isinstance(report, ClientCheck):
+            print(
+                f"{report.client}: PyTorch's top-1 class on {report.top1_agreement:.0%} of {report.images} check "
+                f"images, largest top-1 score difference {report.max_score_difference:.3f}"
+            )
+            continue
         agreement = "" if report.top1_agreement is None else f", top-1 agreement {report.top1_agreement:.0%}"
         size = (folder / "onnx" / report.file).stat().st_size
         print(

@@ -18,7 +18,11 @@ from pvt_tools.usage import check_model_reference
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="An export folder (hub_export.export_model).")
+    parser.add_argument(
+        "--model_dir",
+        required=True,
+        help="A training run's --output_dir (pvt_tools.hub.export_model), or pvt-export-onnx's output.",
+    )
     parser.add_argument("--repo_id", required=True, help='The "org/name" it should load as.')
     parser.add_argument("--cache_dir", type=Path, default=None, help="Default: huggingface_hub's HF_HUB_CACHE.")
     parser.add_argument("--revision", default="main")

@@ -3,6 +3,10 @@
 
     pvt-push --model_dir exports/pvt-small --repo_id my-org/pvt-small [--private] [--revision BRANCH] [--dry-run]
 
+The folder is a PyTorch repository folder (a training run's --output_dir, pvt-convert's output: model_type
+"pvt_v1", trust_remote_code) or the ONNX repository folder pvt-export-onnx writes for a classifier (what
+Transformers.js loads): e.g. my-org/fashion-pvt and my-org/fashion-pvt-onnx.
+
 It creates the repository if needed, then uploads exactly the export's files with `HfApi.upload_folder`.
 `--dry-run` prints every file with its size and sha256 and the commit that would be made, without any network
 access. The token is the one `hf auth login` stored, or $HF_TOKEN.
@@ -16,7 +20,11 @@ from pvt_tools.usage import check_model_reference
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="An export folder (hub_export.export_model).")
+    parser.add_argument(
+        "--model_dir",
+        required=True,
+        help="A training run's --output_dir (pvt_tools.hub.export_model), or pvt-export-onnx's output.",
+    )
     parser.add_argument("--repo_id", required=True, help='Target model repository, "org/name".')
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created if needed); default main.")
