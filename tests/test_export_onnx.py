@@ -417,7 +417,9 @@ def test_the_onnx_folder_is_publishable_and_python_sees_what_it_is(classifier_fo
     output, _ = classifier_export
     assert push.main(["--model_dir", str(output), "--repo_id", "me/tiny-pvt-onnx", "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    listed = [line.split()[-1] for line in printed.splitlines()[1:]]
+    *file_lines, card_line = printed.strip().splitlines()[1:]
+    assert card_line == "README.md would first be made to name me/tiny-pvt-onnx"  # the card's placeholder repo id
+    listed = [line.split()[-1] for line in file_lines]
     assert listed == [
         "README.md",
         "config.json",
