@@ -228,10 +228,10 @@ def read_checkpoint_weights_only(path: str | Path) -> object:
     except pickle.UnpicklingError as error:
         name = refused_global(error)
         if name is None or names_a_missing_object(name):
-            raise unreadable_checkpoint_error(path, error) from None
-        raise refused_objects_error(path, name) from None
+            raise unreadable_checkpoint_error(path, error) from error
+        raise refused_objects_error(path, name) from error
     except Exception as error:  # the legacy format fails with EOFError, RuntimeError, IndexError, struct.error
-        raise unreadable_checkpoint_error(path, error) from None
+        raise unreadable_checkpoint_error(path, error) from error
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
