@@ -349,7 +349,8 @@ NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w.]*\d)")
 
 
 def figure_passages(document: Path) -> list[tuple[str, str]]:
-    """(source file, passage) for each `<!-- figures: FILE -->` marker: the lines after it up to a blank line."""
+    """(source, passage) for each `<!-- figures: FILE -->` (or `FOLDER/`: its .md files) marker: the lines after it
+    up to a blank line."""
     passages, lines = [], document.read_text(encoding="utf-8").splitlines()
     for index, line in enumerate(lines):
         marker = FIGURES_MARKER.match(line)
@@ -369,7 +370,8 @@ def test_figures_in_the_docs_are_the_figures_in_benchmarks():
     checked = 0
     for document in DOCUMENTS:
         for source, passage in figure_passages(document):
-            source_text = (REPO_ROOT / source).read_text(encoding="utf-8")
+            files = sorted((REPO_ROOT / source).glob("*.md")) if source.endswith("/") else [REPO_ROOT / source]
+            source_text = "\n".join(file.read_text(encoding="utf-8") for file in files)
             source_numbers = set(NUMBER.findall(source_text))
             assert passage, f"{document.name}: an empty passage after the figures marker for {source}"
             for number in NUMBER.findall(passage):
