@@ -39,8 +39,24 @@ MARKER = re.compile(r"^<!-- docs-test: (run|append|expect-warning)\b\s*(.*?)\s*-
 FIGURES_MARKER = re.compile(r"^<!-- figures: (\S+) -->$")
 # `print(<something>.shape)  # (1, 5, 64): ...`: the document states the shape a line prints.
 STATED_SHAPE = re.compile(r"^\s*print\(.*\.shape\)\s*#\s*\(([\d, ]+)\)", re.MULTILINE)
-# What a command line prints that is a warning to its reader (the Python blocks' warnings are caught as records).
+# What a command line prints that is a warning to its reader (the Python blocks' warnings are caught as records):
+# Python's warnings ("UserWarning: ..."), the lines SITE_HOOK adds for logged messages, load reports, tracebacks.
 SHELL_WARNING = re.compile(r"warning|UNEXPECTED|MISMATCH|Traceback", re.IGNORECASE)
+# Imported by every Python process of a run (sitecustomize): logged messages of WARNING and above are also written
+# as "docs-test warning: <logger>: <message>", since Transformers' log lines do not name their level.
+SITE_HOOK = textwrap.dedent(
+    """
+    import logging, sys
+
+    class _DocsTestWarnings(logging.Handler):
+        def emit(self, record):
+            sys.stderr.write(f"docs-test warning: {record.name}: {record.getMessage()}\\n")
+
+    _handler = _DocsTestWarnings(logging.WARNING)
+    for _name in ("", "transformers", "datasets", "accelerate", "huggingface_hub", "evaluate", "torch"):
+        logging.getLogger(_name).addHandler(_handler)
+    """
+)
 
 
 @dataclass
@@ -152,9 +168,9 @@ RUNNER = textwrap.dedent(
 )
 
 
-def user_environment(home: Path, target: Path) -> dict[str, str]:
+def user_environment(home: Path, target: Path, hooks: Path) -> dict[str, str]:
     """A process that sees the pip install in `target` first (modules and console commands), a fresh Hugging Face
-    home and no Hub."""
+    home and no Hub; `hooks` holds SITE_HOOK as sitecustomize.py."""
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -163,7 +179,7 @@ def user_environment(home: Path, target: Path) -> dict[str, str]:
     environment.update(
         HF_HOME=str(home),
         HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(target),
+        PYTHONPATH=f"{target}{os.pathsep}{hooks}",
         PATH=f"{target / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONNOUSERSITE="1",
         TOKENIZERS_PARALLELISM="false",
@@ -240,6 +256,9 @@ def run_document(path: Path, target: Path, tmp_path: Path, extra_python: list[st
         payload_block["warning_pattern"] = f"(?i){payload_block['warning_pattern']}"
     (tmp_path / "blocks.json").write_text(json.dumps(payload))
     (tmp_path / "run_blocks.py").write_text(RUNNER)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SITE_HOOK)
     workdir = tmp_path / "work"
     workdir.mkdir()
     result = subprocess.run(
@@ -248,7 +267,7 @@ def run_document(path: Path, target: Path, tmp_path: Path, extra_python: list[st
         capture_output=True,
         text=True,
         timeout=900,
-        env=user_environment(tmp_path / "hf_home", target),
+        env=user_environment(tmp_path / "hf_home", target, hooks),
     )
     assert result.returncode == 0, result.stderr[-8000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
