@@ -266,7 +266,7 @@ def run_document(path: Path, target: Path, tmp_path: Path, extra_python: list[st
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # a README's worth of training on a busy 2-core machine took over 15 minutes
         env=user_environment(tmp_path / "hf_home", target, hooks),
     )
     assert result.returncode == 0, result.stderr[-8000:]
