@@ -364,7 +364,7 @@ def test_relative_links_point_to_files_that_exist():
             assert (document.parent / target).exists(), f"{document.name} links to {target}, which does not exist"
 
 
-NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w.]*\d)")
+NUMBER = re.compile(r"(?<![\w.])\d(?:[\d,]*\d)?(?:\.\d+)?(?![\w.]*\d)")  # 1,527 and 0.9248, not "11,"
 
 
 def figure_passages(document: Path) -> list[tuple[str, str]]:
