@@ -845,6 +845,27 @@ LOAD_BY_REPO_ID_SCRIPT = textwrap.dedent(
 )
 
 
+def test_local_cache_says_when_it_replaces_an_entry(export_dir, tmp_path, capsys):
+    """Placing another export under a repo id the cache holds says which snapshot it replaced; placing the same
+    export again says nothing of the kind; the old snapshot stays, and the repo id loads the new files."""
+    cache = tmp_path / "hub"
+    arguments = ["--repo_id", "org/pvt-test", "--cache_dir", str(cache)]
+    assert local_hub_cache.main(["--model_dir", str(export_dir), *arguments]) == 0
+    assert local_hub_cache.main(["--model_dir", str(export_dir), *arguments]) == 0
+    assert "Replaced" not in capsys.readouterr().out
+    storage = cache / "models--org--pvt-test"
+    first = (storage / "refs" / "main").read_text()
+    other = export_model(tiny_classifier(num_labels=4), tmp_path / "other", repo_id="org/pvt-test")
+    assert local_hub_cache.main(["--model_dir", str(other), *arguments]) == 0
+    second = (storage / "refs" / "main").read_text()
+    assert second != first and (storage / "snapshots" / first).is_dir()
+    output = capsys.readouterr().out
+    assert f"Replaced the cache entry org/pvt-test@main: it pointed to snapshot {first}" in output, output
+    assert f"now to {second}" in output
+    path = huggingface_hub.hf_hub_download("org/pvt-test", "config.json", cache_dir=cache, local_files_only=True)
+    assert Path(path).read_bytes() == (other / "config.json").read_bytes()
+
+
 def test_load_by_repo_id_offline_from_the_local_cache(tmp_path, monkeypatch):
     """AutoModelForImageClassification, AutoImageProcessor and pipeline load "org/pvt-small" from the cache as from
     the Hub, in a process without this project and with HF_HUB_OFFLINE=1. AutoBackbone.from_pretrained does not:

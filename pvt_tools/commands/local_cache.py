@@ -6,7 +6,9 @@
         pipeline("image-classification", model="my-org/pvt-small", trust_remote_code=True)'
 
 It writes what `huggingface_hub` writes when it downloads a repository (see `pvt_tools.hub.place_in_hub_cache`).
-The cache defaults to huggingface_hub's (HF_HUB_CACHE, or HF_HOME/hub).
+The cache defaults to huggingface_hub's (HF_HUB_CACHE, or HF_HOME/hub). When the cache already holds another
+snapshot under that repo id and revision (a download, or an earlier export), the repo id points to the new one
+from then on, and the command says so; the old snapshot stays in the cache.
 """
 
 import argparse
@@ -29,16 +31,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def cached_snapshot(repo_id: str, revision: str, cache_dir: Path | None) -> Path | None:
+    """The snapshot the cache holds for `repo_id` at `revision`, if any (nothing is downloaded)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_model_reference("--model_dir", args.model_dir, kind="folder")
         from pvt_tools.hub import place_in_hub_cache  # transformers: only once the flags are read
 
+        before = cached_snapshot(args.repo_id, args.revision, args.cache_dir)
         snapshot = place_in_hub_cache(args.model_dir, args.repo_id, cache_dir=args.cache_dir, revision=args.revision)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if before is not None and before.name != snapshot.name:
+        print(
+            f"Replaced the cache entry {args.repo_id}@{args.revision}: it pointed to snapshot {before.name} "
+            f"(still in {before.parent}), now to {snapshot.name}, the files of {args.model_dir}."
+        )
     print(f"{args.repo_id}@{args.revision} -> {snapshot}")
     return 0
 

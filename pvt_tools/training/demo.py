@@ -9,7 +9,7 @@
    model card), beside the run's results;
 3. reloads it with AutoModelForImageClassification and AutoImageProcessor, as a user would, and prints
    predictions for a few validation digits and the accuracy on all 270 of them (`pvt-demo` then checks that this
-   accuracy is at least 97%; measured: 98-99% in about a minute on a 2-core CPU).
+   accuracy is at least 97%; measured: 98-99% in 4-7 minutes on a shared 2-core CPU, benchmarks/README.md).
 """
 
 import time

@@ -197,6 +197,8 @@ def finetune(
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
         details=f"{len(names)} classes, {len(dataset['validation']):,} for validation, with Trainer",
     )
+    if training_args.device.type == "cpu" and "--dataloader_pin_memory" not in given_flags:
+        training_args.dataloader_pin_memory = False  # pinned memory serves a GPU; on a CPU PyTorch only warns
     if training_args.process_index == 0:
         print(summary)
 
