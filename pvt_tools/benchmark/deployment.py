@@ -20,7 +20,6 @@ instruction-set features are recorded beside the figures.
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from pvt_tools.benchmark.plan import TEST_VARIANT, benchmark_config, builtin_config
+from pvt_tools.benchmark.report import cpu_name
 from pvt_tools.export import QUANTIZATIONS, onnx_session, optimize_for_onnxruntime, quantize_int8, write_onnx
 
 REFERENCE = "builtin_eager_float32"
@@ -83,16 +83,6 @@ def cpu_features() -> list[str]:
     except OSError:
         return []
     return [name for name in CPU_FEATURES if name in flags]
-
-
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def int8_matmul_uint8(source: Path, destination: Path) -> Path:
@@ -219,7 +209,7 @@ def run_deployment_benchmark(
         "environment": {
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "processor": cpu_model_name(),
+            "processor": cpu_name(),
             "cpu_features": cpu_features(),
             "cpu_has_bfloat16_matmul": cpu_has_bfloat16_instructions(),
         },
