@@ -118,9 +118,11 @@ def quick_plan() -> BenchmarkPlan:
 
 
 def tiny_plan() -> BenchmarkPlan:
-    """Seconds, for the tests: the TEST_TINY_SETTINGS model at 64-pixel inputs."""
+    """About half a minute, for the tests: the TEST_TINY_SETTINGS model at 64-pixel inputs, peak memory (a fresh
+    process per measurement, about 5 s each for its imports) only for the backbone, as in --quick."""
     return BenchmarkPlan(
         variants=[TEST_VARIANT],
+        memory_cases=["backbone"],
         rounds=2,
         image_size=TEST_TINY_SETTINGS["image_size"],
         inference_batch_sizes=[1, 2],

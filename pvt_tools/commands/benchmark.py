@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "thread avoids OpenMP threads waiting for each other and gives steadier figures.",
     )
     parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend of the compile case.")
-    parser.add_argument("--tiny", action="store_true", help="For the tests: a tiny random model at 64x64 (seconds).")
+    parser.add_argument(
+        "--tiny", action="store_true", help="For the tests: a tiny random model at 64x64 (about half a minute)."
+    )
     parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)  # one memory case, in a fresh process
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:

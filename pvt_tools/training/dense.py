@@ -37,7 +37,7 @@ from pvt_tools.backbones import (
 )
 from pvt_tools.hub import move_files_into, set_shared_file_modes, staging_folder
 from pvt_tools.training.curves import TrainingHistory
-from pvt_tools.training.loop import prepare_run_output_dir, weight_decay_parameter_groups
+from pvt_tools.training.loop import TrainingPlan, prepare_run_output_dir, run_summary, weight_decay_parameter_groups
 from pvt_tools.usage import check_model_reference, check_output_folder, check_positive
 
 
@@ -162,6 +162,41 @@ def run_settings(args: argparse.Namespace, **task_settings) -> dict:
         "canvas_size": args.canvas_size if embedded_digits else None,
         **task_settings,
     }
+
+
+def dense_run_summary(
+    accelerator,
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    dataset: datasets.DatasetDict,
+    plan: TrainingPlan,
+    *,
+    what: str,
+    num_warmup_steps: int,
+    warmup_source: str,
+    learning_rate_source: str,
+    default_schedule: str,
+) -> str:
+    """The start line of a detection or segmentation run (loop.run_summary), `what` naming the detector or
+    segmenter and its classes."""
+    processes = accelerator.num_processes
+    total_batch_size = args.per_device_train_batch_size * processes * args.gradient_accumulation_steps
+    return run_summary(
+        num_parameters=sum(parameter.numel() for parameter in model.parameters()),
+        num_images=len(dataset["train"]),
+        details=f"{what}, {len(dataset['validation']):,} for validation, total batch size {total_batch_size}, "
+        f"{processes} process{'es' if processes != 1 else ''}",
+        plan=plan,
+        steps_source="--max_train_steps"
+        if args.max_train_steps is not None
+        else f"{args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps",
+        num_warmup_steps=num_warmup_steps,
+        warmup_source=warmup_source,
+        learning_rate=args.learning_rate,
+        learning_rate_source=learning_rate_source,
+        schedule=args.lr_scheduler_type,
+        schedule_source="default" if args.lr_scheduler_type == default_schedule else "--lr_scheduler_type",
+    )
 
 
 def training_results(history: TrainingHistory, started: float) -> dict:

@@ -37,6 +37,7 @@ from pvt_tools.backbones import check_detector_buildable
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     check_dense_run,
+    dense_run_summary,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
@@ -56,7 +57,6 @@ from pvt_tools.training.loop import (
     final_eval_metrics,
     plan_training_steps,
     resolve_warmup,
-    run_summary,
     run_training,
     write_json,
 )
@@ -328,26 +328,19 @@ def train_detector(args: argparse.Namespace) -> dict:
     )
     if args.with_tracking:
         accelerator.init_trackers("pvt_detection", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
-    total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    processes = accelerator.num_processes
     accelerator.print(
-        run_summary(
-            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
-            num_images=len(dataset["train"]),
-            details=f"{describe_detector(accelerator.unwrap_model(model).config)}, {len(names)} classes, "
-            f"{len(dataset['validation']):,} for validation, total batch size {total_batch_size}, {processes} "
-            f"process{'es' if processes != 1 else ''}",
-            plan=plan,
-            steps_source="--max_train_steps"
-            if args.max_train_steps is not None
-            else f"{args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps",
+        dense_run_summary(
+            accelerator,
+            args,
+            model,
+            dataset,
+            plan,
+            what=f"{describe_detector(accelerator.unwrap_model(model).config)}, {len(names)} classes",
             num_warmup_steps=num_warmup_steps,
             warmup_source=warmup_source,
-            learning_rate=args.learning_rate,
             learning_rate_source=f"{getattr(args, 'learning_rate_source', '--learning_rate')}; backbone "
             + ("frozen" if args.freeze_backbone else f"{args.backbone_learning_rate:.3g}"),
-            schedule=args.lr_scheduler_type,
-            schedule_source="default" if args.lr_scheduler_type == "cosine" else "--lr_scheduler_type",
+            default_schedule="cosine",
         )
     )
 

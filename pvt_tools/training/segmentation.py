@@ -45,6 +45,7 @@ from pvt_tools.backbones import find_pvt_backbone
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     check_dense_run,
+    dense_run_summary,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
@@ -58,7 +59,6 @@ from pvt_tools.training.loop import (
     end_line,
     final_eval_metrics,
     plan_training_steps,
-    run_summary,
     run_training,
     write_json,
 )
@@ -425,26 +425,20 @@ def train_segmenter(args: argparse.Namespace) -> dict:
     if args.with_tracking:
         accelerator.init_trackers("pvt_segmentation", {k: v for k, v in vars(args).items() if not isinstance(v, dict)})
 
-    total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    processes = accelerator.num_processes
     accelerator.print(
-        run_summary(
-            num_parameters=sum(parameter.numel() for parameter in model.parameters()),
-            num_images=len(dataset["train"]),
-            details=f"{args.architecture}, {args.task}, {len(id2label)} classes, {len(dataset['validation']):,} for "
-            f"validation, total batch size {total_batch_size}, {processes} process{'es' if processes != 1 else ''}",
-            plan=plan,
-            steps_source="--max_train_steps"
-            if args.max_train_steps is not None
-            else f"{args.num_train_epochs} x {plan.num_update_steps_per_epoch} steps",
+        dense_run_summary(
+            accelerator,
+            args,
+            model,
+            dataset,
+            plan,
+            what=f"{args.architecture}, {args.task}, {len(id2label)} classes",
             num_warmup_steps=args.num_warmup_steps,
             warmup_source="--num_warmup_steps" if args.num_warmup_steps else "default: none",
-            learning_rate=args.learning_rate,
             learning_rate_source="--learning_rate; backbone the same"
             if args.backbone_learning_rate == args.learning_rate
             else f"--learning_rate; backbone {args.backbone_learning_rate:.3g}",
-            schedule=args.lr_scheduler_type,
-            schedule_source="default" if args.lr_scheduler_type == "polynomial" else "--lr_scheduler_type",
+            default_schedule="polynomial",
         )
     )
     evaluator = SegmentationEvaluator(eval_dataloader, image_processor, accelerator, id2label, args.task)
