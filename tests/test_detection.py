@@ -626,6 +626,7 @@ def test_training_script_loss_falls_over_a_short_run(tmp_path, capsys):
         "process): 16 optimizer steps" in printed
     )
     assert f"Saved to {tmp_path / 'run'}; results {tmp_path / 'run' / 'all_results.json'}" in printed
+    assert "Backbone: a randomly initialised" in printed and "--pvt_checkpoint" in printed  # the way to detect
     losses = [step["loss"] for step in json.loads((tmp_path / "run" / "training_history.json").read_text())["steps"]]
     assert len(losses) == results["completed_steps"] == 16
     # Measured: 8.194 8.196 8.162 8.166 ... 8.076 8.093 8.076 8.078 (43 s with the 2 cores shared 6 ways).
@@ -633,10 +634,11 @@ def test_training_script_loss_falls_over_a_short_run(tmp_path, capsys):
     assert min(losses[-4:]) < losses[0] - 0.05, losses
 
 
-def test_training_script_runs_deformable_detr_from_a_pvt_checkpoint(tmp_path):
+def test_training_script_runs_deformable_detr_from_a_pvt_checkpoint(tmp_path, capsys):
     classifier = saved_tiny_classifier(tmp_path / "pvt", depths=[1, 1, 1, 1])
     arguments = tiny_run_arguments(tmp_path / "run", "deformable_detr", max_train_steps=2, pvt_config_overrides="{}")
     results = train_detection_command.main(arguments + [f"--pvt_checkpoint={tmp_path / 'pvt'}", "--freeze_backbone"])
+    assert "randomly initialised" not in capsys.readouterr().out
     assert results["architecture"] == "deformable_detr" and results["completed_steps"] == 2
     model = DeformableDetrForObjectDetection.from_pretrained(tmp_path / "run")
     # frozen: the backbone is still the checkpoint's

@@ -355,6 +355,12 @@ def train_detector(args: argparse.Namespace) -> dict:
         f"mAP {untrained_scores['map']:.3f}, "
         f"mAP@50 {untrained_scores['map_50']:.3f}, recall@100 {untrained_scores['mar_100']:.3f}."
     )
+    if not args.pvt_checkpoint:
+        accelerator.print(
+            f"Backbone: a randomly initialised {args.pvt_variant} (no --pvt_checkpoint). A detector on a random "
+            "backbone learns slowly (benchmarks/detection.md: mAP 0.034 after 40 minutes on 2 CPU cores); to detect "
+            "within minutes, start from a PVT that knows the objects (--pvt_checkpoint, as docs/detection.md shows)."
+        )
     start = time.perf_counter()
     output_dir = prepare_dense_output_dir(accelerator, args)
     history = run_training(
