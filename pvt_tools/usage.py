@@ -68,6 +68,22 @@ def check_positive(**flags: float | None) -> None:
             raise UsageError(f"--{name} must be greater than 0, got {value:g}.")
 
 
+# The counts of every Accelerate training command (pvt-train, detection, segmentation), checked in this order.
+TRAINING_COUNTS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "num_train_epochs",
+    "max_train_steps",
+    "gradient_accumulation_steps",
+)
+
+
+def check_training_counts(settings) -> None:
+    """TRAINING_COUNTS > 0 in the same words for every command: `settings` is pvt-train's arguments dataclass or a
+    command's argparse namespace."""
+    check_positive(**{name: getattr(settings, name) for name in TRAINING_COUNTS})
+
+
 def parse_checkpointing_steps(value: str | int | None) -> int | str | None:
     """--checkpointing_steps: a number of optimizer steps, "epoch", or None (no checkpoints)."""
     if value is None or value == "epoch" or isinstance(value, int):

@@ -14,6 +14,7 @@ from pvt_tools.usage import (
     PVT_VARIANT_NAMES,
     UsageError,
     check_positive,
+    check_training_counts,
     check_variant_name,
     parse_checkpointing_steps,
 )
@@ -442,11 +443,5 @@ class RunArguments:
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
 
     def __post_init__(self):
-        check_positive(
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            num_train_epochs=self.num_train_epochs,
-            max_train_steps=self.max_train_steps,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-        )
+        check_training_counts(self)
         parse_checkpointing_steps(self.checkpointing_steps)

@@ -38,19 +38,13 @@ from pvt_tools.backbones import (
 from pvt_tools.hub import move_files_into, set_shared_file_modes, staging_folder
 from pvt_tools.training.curves import TrainingHistory
 from pvt_tools.training.loop import TrainingPlan, prepare_run_output_dir, run_summary, weight_decay_parameter_groups
-from pvt_tools.usage import check_model_reference, check_output_folder, check_positive
+from pvt_tools.usage import check_model_reference, check_output_folder, check_training_counts
 
 
 def check_dense_run(args: argparse.Namespace) -> None:
     """What the flags alone show, before anything is loaded or written: the counts pvt-train checks too, in its
     words, and the output folder rule."""
-    check_positive(
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        num_train_epochs=args.num_train_epochs,
-        max_train_steps=args.max_train_steps,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-    )
+    check_training_counts(args)
     check_model_reference("--pvt_checkpoint", args.pvt_checkpoint)
     check_output_folder(
         args.output_dir, overwrite=args.overwrite_output_dir, resume_from_checkpoint=args.resume_from_checkpoint
