@@ -22,7 +22,6 @@ SCRIPTS_DIR = Path(__file__).resolve().parent / "node"
 PACKAGES_ENV = "PVT_NODE_PACKAGES"
 DEFAULT_PACKAGES_DIR = REPO_ROOT / ".cache" / "node"
 INSTALL_COMMAND = "make node-packages"
-PACKAGES = ("@huggingface/transformers", "onnxruntime-web")
 TIMEOUT_SECONDS = 300
 
 
@@ -35,9 +34,13 @@ def packages_dir() -> Path:
     return Path(os.environ.get(PACKAGES_ENV) or DEFAULT_PACKAGES_DIR)
 
 
+def pinned_packages() -> dict[str, str]:
+    """The npm packages and versions pvt_tools/node/package.json pins."""
+    return json.loads((SCRIPTS_DIR / "package.json").read_text())["dependencies"]
+
+
 def install_hint() -> str:
-    pinned = json.loads((SCRIPTS_DIR / "package.json").read_text())["dependencies"]
-    packages = " ".join(f"{name}@{version}" for name, version in pinned.items())
+    packages = " ".join(f"{name}@{version}" for name, version in pinned_packages().items())
     return (
         f"run `{INSTALL_COMMAND}` in a checkout of this repository, or `ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm "
         f"install --prefix <folder> {packages}` and set {PACKAGES_ENV}=<folder>"
@@ -53,7 +56,8 @@ def check_node_clients() -> Path:
             "Node.js is not installed (no `node` on PATH), so Transformers.js cannot be run: install Node 18 or "
             f"newer (e.g. apt-get install nodejs npm), then {install_hint()}."
         )
-    missing = [name for name in PACKAGES if not (packages_dir() / "node_modules" / name / "package.json").is_file()]
+    installed = packages_dir() / "node_modules"
+    missing = [name for name in pinned_packages() if not (installed / name / "package.json").is_file()]
     if missing:
         raise NodeClientError(f"{', '.join(missing)} not installed in {packages_dir()}/node_modules: {install_hint()}.")
     return Path(node)

@@ -103,11 +103,7 @@ def int8_matmul_uint8(source: Path, destination: Path) -> Path:
 def cpu_has_bfloat16_instructions() -> bool:
     """Whether the CPU reports bfloat16 matrix instructions (AVX512-BF16 or AMX): without them PyTorch's bfloat16
     matrix multiplies are emulated and slow (Linux flags; False where /proc/cpuinfo is unavailable)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
 
 
 def run_deployment_benchmark(

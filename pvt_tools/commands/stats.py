@@ -9,7 +9,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from pvt_tools.usage import PVT_VARIANT_NAMES, UsageError, check_model_reference, run_console_command
+from pvt_tools.usage import PVT_VARIANT_NAMES, UsageError, check_model_reference, check_positive, run_console_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.model and args.variants:
         raise UsageError("Give --model or --variants, not both.")
-    if args.image_size is not None and args.image_size <= 0:
-        raise UsageError(f"--image_size must be greater than 0, got {args.image_size}.")
+    check_positive(image_size=args.image_size)
     for model in args.model or []:
         check_model_reference("--model", model)
 

@@ -34,18 +34,13 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from torchvision.transforms import v2
 
 from pvt_tools.training.arguments import (  # noqa: F401  (re-exported: the flags are defined there)
-    DEFAULT_FLIP_PROBABILITY,
     DEFAULT_TRAIN_VAL_SPLIT,
-    DEIT_AUGMENTATION,
-    DEIT_AUGMENTATION_MIN_EPOCHS,
     DIGIT_NAMES,
     DIGITS_DATASET_NAME,
-    IMAGE_SUFFIXES,
     SHORT_RUN_AUGMENTATION,
     AugmentationArguments,
     DataArguments,
     DataError,
-    check_class_folders,
 )
 
 logger = logging.getLogger(__name__)

@@ -338,7 +338,7 @@ def train_detector(args: argparse.Namespace) -> dict:
             what=f"{describe_detector(accelerator.unwrap_model(model).config)}, {len(names)} classes",
             num_warmup_steps=num_warmup_steps,
             warmup_source=warmup_source,
-            learning_rate_source=f"{getattr(args, 'learning_rate_source', '--learning_rate')}; backbone "
+            learning_rate_source=f"{args.learning_rate_source}; backbone "
             + ("frozen" if args.freeze_backbone else f"{args.backbone_learning_rate:.3g}"),
             default_schedule="cosine",
         )

@@ -158,10 +158,11 @@ def check_trainer_run(
     if "--save_strategy" not in given_flags:
         training_args.save_strategy = SaveStrategy.NO
     resume = training_args.resume_from_checkpoint
-    check_output_folder(training_args.output_dir, overwrite=overwrite_output_dir, resume_from_checkpoint=resume)
+    latest = check_output_folder(
+        training_args.output_dir, overwrite=overwrite_output_dir, resume_from_checkpoint=resume
+    )
     if resume != "latest":
         return resume
-    latest = checkpoints_in(training_args.output_dir)
     if not latest:
         print(f"No checkpoint in {training_args.output_dir} yet: starting from the beginning.")
         return None
