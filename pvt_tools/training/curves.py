@@ -12,6 +12,7 @@ Task-agnostic (classification and detection training both use it):
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,12 +74,18 @@ def plot_training_curves(history: TrainingHistory, path: str | os.PathLike, titl
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.incomplete.png")
-    figure.savefig(partial, dpi=100)
+    save_png_whole(Path(path), lambda partial: figure.savefig(partial, dpi=100))
     plt.close(figure)
+    return path
+
+
+def save_png_whole(path: Path, save: Callable[[Path], object]) -> Path:
+    """Call `save(partial)` to write the PNG beside `path`, then move it into place: the picture is there whole or
+    not at all."""
+    partial = path.with_name(f".{path.name}.incomplete.png")
+    save(partial)
     os.replace(partial, path)
     return path
 
 
-__all__ = ["TrainingHistory", "plot_training_curves"]
+__all__ = ["TrainingHistory", "plot_training_curves", "save_png_whole"]

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -191,6 +192,14 @@ def dense_run_summary(
         schedule=args.lr_scheduler_type,
         schedule_source="default" if args.lr_scheduler_type == default_schedule else "--lr_scheduler_type",
     )
+
+
+def displayable_image(pixel_values: torch.Tensor, image_processor) -> np.ndarray:
+    """A processed image (channels, height, width) with the processor's normalisation undone, in [0, 1], for the
+    validation pictures."""
+    mean = np.asarray(image_processor.image_mean).reshape(3, 1, 1)
+    std = np.asarray(image_processor.image_std).reshape(3, 1, 1)
+    return (pixel_values.cpu().float().numpy() * std + mean).clip(0, 1)
 
 
 def training_results(history: TrainingHistory, started: float) -> dict:

@@ -21,7 +21,6 @@ to load it (`AutoModelForObjectDetection.from_pretrained(output_dir)` once `mode
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -34,10 +33,12 @@ from transformers import DeformableDetrImageProcessor, DetrImageProcessor, get_s
 from transformers.image_transforms import center_to_corners_format
 
 from pvt_tools.backbones import check_detector_buildable
+from pvt_tools.training.curves import save_png_whole
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     check_dense_run,
     dense_run_summary,
+    displayable_image,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
@@ -180,6 +181,23 @@ def describe_detector(config) -> str:
 # --- evaluation -------------------------------------------------------------------------------------------------
 
 
+def predictions_and_targets(model, batch: dict, image_processor, threshold: float) -> list[tuple[dict, dict]]:
+    """(prediction, target) per image of `batch`, on the CPU: the predictions scoring at least `threshold` and the
+    ground truth, both with xyxy boxes in the pixels of the processed image (labels' `size`)."""
+    with torch.no_grad():
+        outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
+    frame_sizes = torch.stack([label["size"] for label in batch["labels"]])
+    predictions = image_processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=frame_sizes)
+    pairs = []
+    for prediction, label in zip(predictions, batch["labels"]):
+        height, width = label["size"].tolist()
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=label["boxes"].device)
+        target = {"boxes": center_to_corners_format(label["boxes"]) * scale, "labels": label["class_labels"]}
+        prediction = {name: value.cpu() for name, value in prediction.items()}
+        pairs.append((prediction, {name: value.cpu() for name, value in target.items()}))
+    return pairs
+
+
 def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[str, float]:
     """COCO box mAP (torchmetrics / pycocotools) over `dataloader`. Predictions and ground truth are compared in
     the pixels of the processed image (labels' `size`); IoU, hence AP, is the same in the original pixels since
@@ -187,17 +205,7 @@ def evaluate_detection(model, dataloader, image_processor, accelerator) -> dict[
     model.eval()
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
     for batch in dataloader:
-        with torch.no_grad():
-            outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
-        frame_sizes = torch.stack([label["size"] for label in batch["labels"]])
-        predictions = image_processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=frame_sizes)
-        pairs = []
-        for prediction, label in zip(predictions, batch["labels"]):
-            height, width = label["size"].tolist()
-            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=label["boxes"].device)
-            target = {"boxes": center_to_corners_format(label["boxes"]) * scale, "labels": label["class_labels"]}
-            prediction = {name: value.cpu() for name, value in prediction.items()}
-            pairs.append((prediction, {name: value.cpu() for name, value in target.items()}))
+        pairs = predictions_and_targets(model, batch, image_processor, threshold=0.0)
         pairs = accelerator.gather_for_metrics(pairs, use_gather_object=True)
         metric.update([prediction for prediction, _ in pairs], [target for _, target in pairs])
     results = metric.compute()
@@ -252,27 +260,20 @@ def save_detection_picture(
     all. (Deformable DETR's sigmoid scores stay around 0.3-0.5 after a short run, even for right answers.)"""
     model.eval()
     batch = next(iter(dataloader))
-    with torch.no_grad():
-        outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
-    frame_sizes = torch.stack([label["size"] for label in batch["labels"]])
-    predictions = image_processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=frame_sizes)
-    mean = np.asarray(image_processor.image_mean).reshape(3, 1, 1)
-    std = np.asarray(image_processor.image_std).reshape(3, 1, 1)
+    pairs = predictions_and_targets(model, batch, image_processor, threshold)
     panels = []
-    for pixels, label, prediction in list(zip(batch["pixel_values"], batch["labels"], predictions))[:count]:
+    for pixels, label, (prediction, target) in list(zip(batch["pixel_values"], batch["labels"], pairs))[:count]:
         height, width = label["size"].tolist()
-        image = (pixels.cpu().float().numpy() * std + mean).clip(0, 1)[:, :height, :width]
+        image = displayable_image(pixels, image_processor)[:, :height, :width]
         image = Image.fromarray(np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8))
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        truth = (center_to_corners_format(label["boxes"].cpu()) * scale).tolist()
         panels.append(
             draw_detections(
                 image,
-                truth,
-                [id2label[int(index)] for index in label["class_labels"]],
-                prediction["boxes"].cpu().tolist(),
+                target["boxes"].tolist(),
+                [id2label[int(index)] for index in target["labels"]],
+                prediction["boxes"].tolist(),
                 [id2label[int(index)] for index in prediction["labels"]],
-                prediction["scores"].cpu().tolist(),
+                prediction["scores"].tolist(),
                 scale=max(1, panel_size // max(height, width)),
             )
         )
@@ -285,10 +286,7 @@ def save_detection_picture(
     for panel in panels:
         picture.paste(panel, (left, PICTURE_HEADER))
         left += panel.width + PANEL_GAP
-    partial = path.with_name(f".{path.name}.incomplete.png")
-    picture.save(partial)
-    os.replace(partial, path)
-    return path
+    return save_png_whole(path, picture.save)
 
 
 # --- the run ----------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ processor (config.json, model.safetensors, preprocessor_config.json), ready for 
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -42,10 +41,12 @@ from transformers import (
 )
 
 from pvt_tools.backbones import find_pvt_backbone
+from pvt_tools.training.curves import save_png_whole
 from pvt_tools.training.dense import (
     build_model_with_pvt_backbone,
     check_dense_run,
     dense_run_summary,
+    displayable_image,
     load_train_and_validation,
     make_dataloaders,
     optimizer_parameter_groups,
@@ -347,13 +348,11 @@ def save_prediction_picture(
     batch = next(iter(dataloader))
     predictions = predict_label_maps(model, batch, image_processor).cpu().numpy()
     labels = batch["labels"].cpu().numpy()
-    mean = np.asarray(image_processor.image_mean).reshape(3, 1, 1)
-    std = np.asarray(image_processor.image_std).reshape(3, 1, 1)
     colours = palette(len(id2label))
     count = min(count, len(labels))
     figure, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     for row in range(count):
-        image = (batch["pixel_values"][row].cpu().numpy() * std + mean).transpose(1, 2, 0).clip(0, 1)
+        image = displayable_image(batch["pixel_values"][row], image_processor).transpose(1, 2, 0)
         titles = ["image"] + [
             f"{kind}: {', '.join(id2label[index] for index in np.unique(label_map) if index in id2label)}"
             for kind, label_map in (("truth", labels[row]), ("predicted", predictions[row]))
@@ -363,10 +362,8 @@ def save_prediction_picture(
             axis.set_title(title, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
-    partial = path.with_name(f".{path.name}.incomplete.png")
-    figure.savefig(partial, dpi=90)
+    save_png_whole(path, lambda partial: figure.savefig(partial, dpi=90))
     plt.close(figure)
-    os.replace(partial, path)
     return path
 
 
