@@ -83,7 +83,6 @@ from pvt_tools.training.loop import (
     create_accelerator,
     end_line,
     final_eval_metrics,
-    parse_checkpointing_steps,
     plan_training_steps,
     prepare_run_output_dir,
     resolve_warmup,
@@ -102,12 +101,7 @@ from pvt_tools.training.streaming import (
     streaming_classification_evaluator,
     training_stream,
 )
-from pvt_tools.usage import (
-    UsageError,
-    check_model_reference,
-    check_output_folder,
-    check_variant_name,
-)
+from pvt_tools.usage import UsageError, check_model_reference, check_output_folder, parse_checkpointing_steps
 
 TOP_K_ACCURACY_METRIC = Path(__file__).resolve().parent / "metrics" / "top_k_accuracy"
 
@@ -663,7 +657,6 @@ __all__ = [
     "OptimizationArguments",
     "RunArguments",
     "build_model",
-    "check_variant_name",
     "classification_evaluator",
     "classification_loss",
     "default_learning_rate",

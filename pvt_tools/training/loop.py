@@ -57,7 +57,7 @@ from pvt_tools.training.checkpoints import (
 )
 from pvt_tools.training.curves import TrainingHistory, plot_training_curves
 from pvt_tools.training.data import DataError
-from pvt_tools.usage import UsageError, check_output_folder, check_positive, parse_checkpointing_steps
+from pvt_tools.usage import UsageError, check_output_folder
 
 # Layers whose weight is a matrix (or kernel) that multiplies the input: the only parameters with weight decay.
 DECAYED_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -211,6 +211,14 @@ def end_line(model_dir: str | os.PathLike, results_path: str | os.PathLike) -> s
 class OutOfMemoryError(UsageError):
     """A batch did not fit in memory; the message names the batch size and the flags that lower it."""
 
+    def __init__(self, per_device_train_batch_size: int):
+        super().__init__(
+            f"Out of memory with batches of {per_device_train_batch_size} images per device. Lower "
+            "--per_device_train_batch_size (and raise --gradient_accumulation_steps to keep the total batch, and the "
+            "learning rate, the same), or --per_device_eval_batch_size if it happened while evaluating; a smaller "
+            "--image_size or model also helps."
+        )
+
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether `error` is an allocation failure: torch.OutOfMemoryError on an accelerator, or the RuntimeError of
@@ -219,15 +227,6 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def out_of_memory_message(per_device_train_batch_size: int) -> str:
-    return (
-        f"Out of memory with batches of {per_device_train_batch_size} images per device. Lower "
-        "--per_device_train_batch_size (and raise --gradient_accumulation_steps to keep the total batch, and the "
-        "learning rate, the same), or --per_device_eval_batch_size if it happened while evaluating; a smaller "
-        "--image_size or model also helps."
-    )
 
 
 def prepare_run_output_dir(
@@ -452,7 +451,7 @@ def run_training(
         if not is_out_of_memory(error):
             raise
         batch_size = run_settings.get("per_device_train_batch_size", "?")
-        raise OutOfMemoryError(out_of_memory_message(batch_size)) from None
+        raise OutOfMemoryError(batch_size) from None
     finally:
         progress_bar.close()
 
@@ -482,15 +481,12 @@ __all__ = [
     "TrainingPlan",
     "UsageError",
     "batch_size_of",
-    "check_positive",
     "check_warmup",
     "create_accelerator",
     "default_warmup_steps",
     "end_line",
     "final_eval_metrics",
     "is_out_of_memory",
-    "out_of_memory_message",
-    "parse_checkpointing_steps",
     "plan_training_steps",
     "prepare_run_output_dir",
     "resolve_warmup",

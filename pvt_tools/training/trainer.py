@@ -62,7 +62,6 @@ from pvt_tools.training.loop import (
     default_warmup_steps,
     end_line,
     is_out_of_memory,
-    out_of_memory_message,
     plan_training_steps,
     run_summary,
 )
@@ -231,7 +230,7 @@ def finetune(
         train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except Exception as error:
         if is_out_of_memory(error):
-            raise OutOfMemoryError(out_of_memory_message(training_args.per_device_train_batch_size)) from None
+            raise OutOfMemoryError(training_args.per_device_train_batch_size) from None
         raise
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
